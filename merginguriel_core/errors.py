@@ -1,0 +1,32 @@
+"""The small exception hierarchy of MergingUriel.
+
+Every error a user can cause derives from :class:`MergingUrielError`. Its message is one
+line that names the bad value and what is allowed; the CLI prints it as ``Error: ...``
+without a traceback and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class MergingUrielError(Exception):
+    """Base class: a user-facing error with a one-line message."""
+
+
+class ConfigError(MergingUrielError):
+    """A bad option, parameter or combination of options."""
+
+
+class LanguageError(ConfigError):
+    """An unknown language code, or a language without the data asked for."""
+
+
+class PluginError(MergingUrielError):
+    """A plugin that cannot be loaded, conflicts with another, or is not installed."""
+
+
+class ModelError(MergingUrielError):
+    """A model folder, registry or hub id that cannot be used."""
+
+
+class TensorFileError(ModelError):
+    """A safetensors file that is missing, truncated or inconsistent with its siblings."""
