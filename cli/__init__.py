@@ -1,0 +1,1 @@
+"""The ``mu`` command line (installed as the package ``merginguriel_cli``)."""

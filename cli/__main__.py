@@ -1,0 +1,3 @@
+from merginguriel_cli.main import main
+
+main()

@@ -1,0 +1,80 @@
+"""``mu demo``: the main job on an embedded default — build a tiny model zoo, merge for a target."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.languages import MASSIVE_LOCALES, resolve_language
+from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
+from merginguriel_core.plugins import get_registry
+from merginguriel_core.selection import select_sources
+from merginguriel_core.zoo import build_zoo
+
+_MARKER = ".mu-demo"
+
+
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the demo zoo and merged model.")] = Path("demo-output"),
+    target_lang: Annotated[str, typer.Option("--target-lang", help="Target language of the demo merge.")] = "sw-KE",
+    strategy: Annotated[str, typer.Option("--strategy", help="Merge strategy.")] = "linear",
+    num_languages: Annotated[int, typer.Option("--num-languages", help="Source models to merge.")] = 5,
+) -> None:
+    """Build 52 tiny XLM-R-shaped models (one per MASSIVE locale) and URIEL-merge them for a target."""
+    if output.exists() and not (output / _MARKER).exists():
+        raise ConfigError(f"--output {output} exists and was not made by `mu demo`; choose another folder")
+    target = resolve_language(target_lang).locale
+    zoo = output / "zoo"
+    if not (zoo / _MARKER).exists():
+        shutil.rmtree(zoo, ignore_errors=True)
+        typer.echo(f"Building a zoo of {len(MASSIVE_LOCALES)} tiny models in {zoo} ...")
+        build_zoo(zoo, MASSIVE_LOCALES)
+        (zoo / _MARKER).touch()
+    (output / _MARKER).touch()
+
+    registry = get_registry()
+    selection = select_sources(
+        registry.get("weighting", "uriel"), target=target, available=MASSIVE_LOCALES, num_languages=num_languages
+    )
+    merged = output / f"merged-{target}"
+    pattern = "xlm-roberta-base_massive_k_{locale}"
+    summary = run_merge(
+        MergeRequest(
+            sources=[SourceModel(loc, zoo / pattern.format(locale=loc), w) for loc, w in selection.result.weights],
+            strategy=registry.get("strategy", strategy),
+            output=merged,
+            base=zoo / "base",
+            overwrite=True,
+            progress=False,
+            details={"target": target, "weighting": "uriel", "weighting_details": selection.result.details},
+        )
+    )
+    typer.echo(f"URIEL (syntax_knn) sources for {target} ({resolve_language(target).name}):")
+    for locale, weight in selection.result.weights:
+        typer.echo(f"  {locale:<8} {resolve_language(locale).name:<22} weight {weight:.4f}")
+    typer.echo(f"Merged with {strategy} in {summary.seconds:.2f} s -> {merged}")
+    typer.echo(_classify(merged))
+
+
+def _classify(folder: Path) -> str:
+    """Load the merged model like any Hugging Face model and classify one sentence."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    sentence = "the team won the match"
+    with torch.no_grad():
+        logits = model(**tokenizer([sentence], return_tensors="pt")).logits[0]
+    label = model.config.id2label[int(logits.argmax())]
+    return f"Loaded it with AutoModelForSequenceClassification: {sentence!r} -> {label} (logits {[round(float(x), 3) for x in logits]})"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

@@ -1,0 +1,47 @@
+"""The ``mu`` app: built-in command groups, plugin commands, and one-line errors."""
+
+from __future__ import annotations
+
+import typer
+from typer.core import TyperGroup
+
+from merginguriel_core.errors import MergingUrielError
+from merginguriel_core.plugins import get_registry
+
+
+class _MuGroup(TyperGroup):
+    """Shows a :class:`MergingUrielError` as ``Error: <one line>`` with exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except MergingUrielError as exc:
+            typer.echo(f"Error: {exc}", err=True)
+            raise typer.Exit(code=1) from None
+
+
+app = typer.Typer(
+    name="mu",
+    cls=_MuGroup,
+    help="MergingUriel: merge or ensemble models fine-tuned on similar languages, weighted by URIEL similarity.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _add_commands() -> None:
+    from merginguriel_cli import demo, merge, plugins, similarity
+
+    for module in (merge, similarity, plugins, demo):
+        module.register(app)
+    get_registry().manager.hook.register_commands(app=app)
+
+
+_add_commands()
+
+
+def main() -> None:
+    """Console-script entry point of ``mu``."""
+    app()

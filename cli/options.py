@@ -1,0 +1,59 @@
+"""Options shared by several commands: one definition each, so they mean the same everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from merginguriel_core.models import DEFAULT_PATTERN
+
+TargetLang = Annotated[
+    Optional[str],
+    typer.Option("--target-lang", help="Target language: MASSIVE locale (sw-KE), FLORES-200 (swh_Latn) or ISO 639-3 code."),
+]
+Weighting = Annotated[str, typer.Option("--weighting", help="Weighting plugin: uriel, average, manual, ... (see `mu plugins`).")]
+TopK = Annotated[int, typer.Option("--top-k", help="Keep the top-k most similar languages per language before Sinkhorn.")]
+SinkhornIters = Annotated[int, typer.Option("--sinkhorn-iters", help="Sinkhorn normalisation iterations.")]
+NumLanguages = Annotated[int, typer.Option("--num-languages", help="Use at most this many source models.")]
+IncludeTarget = Annotated[bool, typer.Option("--include-target", help="Allow the target language's own model as a source.")]
+Features = Annotated[
+    str, typer.Option("--features", help="URIEL feature set(s), e.g. syntax_knn or syntax_knn+phonology_knn.")
+]
+SimilarityMatrix = Annotated[
+    Optional[Path], typer.Option("--similarity-matrix", help="CSV similarity matrix to use instead of URIEL.")
+]
+SourceLangs = Annotated[
+    Optional[list[str]], typer.Option("--source-langs", help="Only consider these source locales (comma-separated or repeated).")
+]
+Weights = Annotated[
+    Optional[list[str]], typer.Option("--weights", help="Manual weights LOCALE=WEIGHT,... (with --weighting manual).")
+]
+WeightingParams = Annotated[
+    Optional[list[str]], typer.Option("--weighting-param", help="Weighting parameter KEY=VALUE (repeatable).")
+]
+Models = Annotated[Optional[Path], typer.Option("--models", help="Folder of per-locale model folders.")]
+ModelPattern = Annotated[
+    str, typer.Option("--model-pattern", help="Folder-name pattern of per-locale models; must contain {locale}.")
+]
+Registry = Annotated[
+    Optional[Path], typer.Option("--registry", help="CSV with columns locale,path[,base_model] (path may be a hub id).")
+]
+Model = Annotated[
+    Optional[list[str]], typer.Option("--model", help="A source model LOCALE=PATH_OR_HUB_ID (repeatable).")
+]
+
+DEFAULTS = {
+    "weighting": "uriel",
+    "top_k": 20,
+    "sinkhorn_iters": 20,
+    "num_languages": 5,
+    "features": "syntax_knn",
+    "model_pattern": DEFAULT_PATTERN,
+}
+
+
+def split_list(values: Optional[list[str]]) -> list[str]:
+    """Flatten repeated and comma-separated option values."""
+    return [part.strip() for value in values or () for part in value.split(",") if part.strip()]

@@ -1,0 +1,60 @@
+"""``mu plugins``: every installed plugin, what it provides, and which are broken."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from merginguriel_core.plugins import get_registry
+
+
+def _describe(obj: Any) -> dict[str, Any]:
+    return {
+        "description": getattr(obj, "description", ""),
+        "reference": getattr(obj, "reference", None),
+        "needs_base": getattr(obj, "needs_base", None),
+        "params": [
+            {"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help, "allowed": p.range_text()}
+            for p in getattr(obj, "params", ())
+        ],
+    }
+
+
+def plugins(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show descriptions and parameters.")] = False,
+) -> None:
+    """List installed plugins: name, version, distribution, what they provide; broken ones with their error."""
+    registry = get_registry()
+    if json_out:
+        rows = []
+        for record in registry.records:
+            row = record.as_dict()
+            for item in row["provides"]:
+                item.update(_describe(registry.objects[item["kind"]][item["name"]]))
+            rows.append(row)
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    width = max((len(r.name) for r in registry.records), default=10)
+    for record in registry.records:
+        dist = f"{record.distribution or '-'} {record.version or ''}".strip()
+        if record.broken:
+            typer.echo(f"{record.name:<{width}}  {dist:<24}  BROKEN: {record.error}")
+            continue
+        provides = ", ".join(f"{kind}: {name}" for kind, name in record.provides) or "(commands only)"
+        typer.echo(f"{record.name:<{width}}  {dist:<24}  {provides}")
+        if verbose:
+            for kind, name in record.provides:
+                info = _describe(registry.objects[kind][name])
+                typer.echo(f"{'':<{width}}    {name}: {info['description']}")
+                if info["reference"]:
+                    typer.echo(f"{'':<{width}}      reference: {info['reference']}")
+                for p in info["params"]:
+                    allowed = f" {p['allowed']}" if p["allowed"] else ""
+                    typer.echo(f"{'':<{width}}      --param {p['name']}={p['default']} ({p['type']}{allowed}): {p['help']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plugins")(plugins)

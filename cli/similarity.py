@@ -1,0 +1,97 @@
+"""``mu similarity``: a target's neighbours and weights, step by step; export the matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.interfaces import WeightingRequest
+from merginguriel_core.languages import resolve_language
+from merginguriel_core.models import collect_models
+from merginguriel_core.selection import check_selection_options, similarity_matrix_for
+from merginguriel_core.similarity import uriel_weights
+from merginguriel_cli import options as opt
+
+
+def similarity(
+    target_lang: opt.TargetLang = None,
+    models: opt.Models = None,
+    model_pattern: opt.ModelPattern = opt.DEFAULTS["model_pattern"],
+    registry: opt.Registry = None,
+    model: opt.Model = None,
+    top_k: opt.TopK = opt.DEFAULTS["top_k"],
+    sinkhorn_iters: opt.SinkhornIters = opt.DEFAULTS["sinkhorn_iters"],
+    num_languages: opt.NumLanguages = opt.DEFAULTS["num_languages"],
+    include_target: opt.IncludeTarget = False,
+    features: opt.Features = opt.DEFAULTS["features"],
+    similarity_matrix: opt.SimilarityMatrix = None,
+    export: Annotated[Optional[Path], typer.Option("--export", help="Write the full similarity matrix as CSV.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows of the neighbour table to show.")] = 20,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Show --target-lang's most similar languages and the uriel weights each step gives them.
+
+    Without --models/--registry/--model every language counts as available.
+    """
+    check_selection_options(top_k, sinkhorn_iters, num_languages)
+    if target_lang is None and export is None:
+        raise ConfigError("give --target-lang to see neighbours, or --export PATH to write the matrix")
+    if export is not None and export.exists():
+        raise ConfigError(f"--export {export} already exists; choose another path")
+    given_models = models is not None or registry is not None or bool(model)
+    available = list(collect_models(models, model_pattern, registry, model or ())) if given_models else []
+    target = resolve_language(target_lang).locale if target_lang else None
+    request = WeightingRequest(
+        target=target, available=tuple(available), top_k=top_k, sinkhorn_iters=sinkhorn_iters,
+        num_languages=num_languages, include_target=include_target, features=features,
+        similarity_matrix=similarity_matrix,
+    )
+    matrix = similarity_matrix_for(request)
+    if export is not None:
+        matrix.to_csv(export)
+        typer.echo(f"Wrote {len(matrix.locales)}x{len(matrix.locales)} similarity matrix to {export}", err=json_out)
+    if target is None:
+        return
+    candidates = available if given_models else [code for code in matrix.locales if code != target or include_target]
+    trace = uriel_weights(
+        matrix, target, candidates, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
+        num_languages=num_languages, include_target=include_target,
+    )
+    final = dict(trace.selected)
+    order = sorted(range(len(trace.locales)), key=lambda i: (-trace.raw[i], trace.locales[i]))
+    rows = [
+        {
+            "locale": trace.locales[i],
+            "name": resolve_language(trace.locales[i]).name,
+            "similarity": float(trace.raw[i]),
+            "after_top_k": float(trace.after_top_k[i]),
+            "after_sinkhorn": float(trace.after_sinkhorn[i]),
+            "available": trace.locales[i] in candidates,
+            "weight": final.get(trace.locales[i], 0.0),
+        }
+        for i in order
+        if trace.locales[i] != target or include_target
+    ]
+    if json_out:
+        typer.echo(json.dumps({"target": target, "features": features, "neighbours": rows,
+                               "selected": trace.selected}, indent=2))
+        return
+    source = f"--similarity-matrix {similarity_matrix}" if similarity_matrix else f"URIEL {features}"
+    typer.echo(f"Target {target} ({resolve_language(target).name}); similarity from {source}; "
+               f"top-k {top_k}, Sinkhorn {sinkhorn_iters} iterations, {num_languages} languages")
+    typer.echo(f"{'rank':>4}  {'locale':<10} {'language':<22} {'similarity':>10} {'top-k':>8} {'sinkhorn':>9} {'model':>5} {'weight':>7}")
+    for rank, row in enumerate(rows[:limit], start=1):
+        typer.echo(
+            f"{rank:>4}  {row['locale']:<10} {row['name'][:22]:<22} {row['similarity']:>10.4f} "
+            f"{row['after_top_k']:>8.4f} {row['after_sinkhorn']:>9.4f} {'yes' if row['available'] else 'no':>5} "
+            f"{row['weight']:>7.4f}"
+        )
+    typer.echo("Selected: " + ", ".join(f"{locale} {weight:.4f}" for locale, weight in trace.selected))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("similarity")(similarity)

@@ -1,0 +1,156 @@
+"""What plugins register: weightings, merge strategies, voting methods and evaluators.
+
+Each is a small class with a ``name`` (what the CLI selects), a one-line ``description``,
+its declared ``params`` and one method that does the work. The maths lives in pure
+functions; these classes are the thin wiring the engine calls.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from merginguriel_core.params import Param
+
+
+# --------------------------------------------------------------------------- weightings
+@dataclass(frozen=True)
+class WeightingRequest:
+    """Everything a weighting may use to choose sources and weights.
+
+    ``target`` and ``available`` are canonical locales (see
+    :func:`merginguriel_core.languages.resolve_language`); ``available`` are the locales
+    that have a model, already narrowed by ``--source-langs``.
+    """
+
+    target: str | None
+    available: tuple[str, ...]
+    top_k: int = 20
+    sinkhorn_iters: int = 20
+    num_languages: int = 5
+    include_target: bool = False
+    features: str = "syntax_knn"
+    similarity_matrix: Path | None = None
+    manual_weights: Mapping[str, float] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WeightResult:
+    """The chosen sources, highest weight first, with weights summing to 1.
+
+    ``details`` is JSON-serialisable and recorded in ``merge_details.json``; ``trace`` is an
+    optional object explaining the steps (e.g. :class:`merginguriel_core.similarity.WeightTrace`).
+    """
+
+    weights: list[tuple[str, float]]
+    details: dict[str, Any] = field(default_factory=dict)
+    trace: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Weighting(ABC):
+    """Chooses which source models contribute to a target, and with what weight."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+    #: Whether ``--target-lang`` is required.
+    needs_target: ClassVar[bool] = True
+
+    @abstractmethod
+    def compute(self, request: WeightingRequest) -> WeightResult:
+        """Return the sources and their weights for ``request``."""
+
+
+# ---------------------------------------------------------------------- merge strategies
+@dataclass
+class Chunk:
+    """Rows ``[start, stop)`` of one tensor from every source, ready to merge.
+
+    ``sources`` are float32 tensors on the merge device, in the order of ``weights``;
+    ``base`` is the same rows of the base model, or ``None`` when there is no base model or
+    it lacks this tensor (e.g. a fresh classifier head). ``generator`` is seeded from the
+    run's seed, the tensor name and ``start``, so random strategies are reproducible.
+    """
+
+    name: str
+    start: int
+    stop: int
+    sources: list[torch.Tensor]
+    base: torch.Tensor | None
+    weights: torch.Tensor
+    params: Mapping[str, Any]
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class TensorJob:
+    """One output tensor to merge, for strategies that need a whole-tensor statistic.
+
+    :meth:`chunks` yields the tensor chunk by chunk, so a first pass can compute a
+    statistic (a magnitude threshold, a norm) without K full copies in memory.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    weights: torch.Tensor
+    params: Mapping[str, Any]
+    has_base: bool
+    _chunks: Any = field(repr=False, default=None)
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Yield the tensor's chunks in row order."""
+        return self._chunks()
+
+
+class MergeStrategy(ABC):
+    """Merges K aligned source tensors (and optionally a base) into one tensor."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    reference: ClassVar[str | None] = None
+    params: ClassVar[tuple[Param, ...]] = ()
+    #: Whether the strategy needs ``--base-model`` (task vectors are deltas from it).
+    needs_base: ClassVar[bool] = False
+
+    def check(self, params: Mapping[str, Any], num_models: int) -> None:
+        """Reject a configuration before any weights load (override to add checks)."""
+
+    def tensor_statistics(self, job: TensorJob) -> Any:
+        """Optional first pass over ``job.chunks()``; its result goes to :meth:`merge_chunk`."""
+        return None
+
+    @abstractmethod
+    def merge_chunk(self, chunk: Chunk, statistics: Any) -> torch.Tensor:
+        """Return the merged rows, shaped like ``chunk.sources[0]``."""
+
+
+# ------------------------------------------------------------------------ voting methods
+class VotingMethod(ABC):
+    """Combines K models' logits on the same examples into one score per class."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    @abstractmethod
+    def combine(self, logits: np.ndarray, weights: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+        """``logits`` (K, N, C), ``weights`` (K,) summing to 1 -> scores (N, C); argmax predicts."""
+
+
+# ---------------------------------------------------------------------------- evaluators
+class Evaluator(ABC):
+    """Computes metrics from predicted and gold label ids."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    @abstractmethod
+    def evaluate(self, predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> dict[str, float]:
+        """Return metric name -> value."""

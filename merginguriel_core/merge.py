@@ -1,0 +1,401 @@
+"""The streaming merge engine: plan, then merge tensor by tensor (chunk by chunk), then write.
+
+Memory stays bounded by the chunk being merged: for each output tensor the engine reads the
+same rows from every source (plain file reads, no mmap), merges them on the chosen device,
+and writes the result straight into the output safetensors file, whose header was written
+from the layout before the first byte of data. Everything goes into a temporary folder next
+to the output, renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
+from merginguriel_core.interfaces import Chunk, MergeStrategy, TensorJob
+from merginguriel_core.io import ShardedSafetensorsWriter, TensorSource
+from merginguriel_core.params import resolve_params
+
+#: Files never copied from a source folder into the merged model.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+_SKIPPED_FILES = {"model.safetensors.index.json", "pytorch_model.bin.index.json", "training_args.bin"}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """One source of a merge: its locale, local folder and weight."""
+
+    locale: str
+    path: Path
+    weight: float
+
+
+@dataclass
+class MergeRequest:
+    """A fully specified merge. :func:`run_merge` validates it before reading any weights."""
+
+    sources: list[SourceModel]
+    strategy: MergeStrategy
+    output: Path
+    params: Mapping[str, Any] = field(default_factory=dict)
+    base: Path | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    chunk_bytes: int = 64 * 1024**2
+    max_shard_bytes: int = 2 * 1024**3
+    overwrite: bool = False
+    seed: int = 0
+    progress: bool = True
+    #: Extra facts recorded in merge_details.json (target, weighting, its details, ...).
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MergeSummary:
+    """What a finished merge produced."""
+
+    output: Path
+    tensors: int
+    bytes_written: int
+    seconds: float
+    device: str
+    details: dict[str, Any]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device} asked for, but no CUDA GPU is available; use auto or cpu")
+        return torch.device(device)
+    raise ConfigError(f"unknown --device {device!r}; allowed: auto, cpu, cuda, cuda:N")
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an existing output unless ``overwrite``; refuse a missing parent folder."""
+    if output.exists() and not overwrite:
+        raise ConfigError(f"output {output} already exists; pass --overwrite to replace it")
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {output} exists and is not a folder")
+    if not output.parent.exists():
+        raise ConfigError(f"the folder {output.parent} for --output does not exist")
+
+
+def check_weights(sources: list[SourceModel]) -> None:
+    """Weights must be finite, non-negative, and not all zero."""
+    if not sources:
+        raise ConfigError("no source models selected")
+    for source in sources:
+        if not math.isfinite(source.weight) or source.weight < 0:
+            raise ConfigError(f"weight of {source.locale} is {source.weight}; weights must be finite and >= 0")
+    if sum(s.weight for s in sources) <= 0:
+        raise ConfigError("all source weights are zero")
+
+
+def _label_space(folder: Path) -> dict[str, str] | None:
+    config = folder / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        labels = json.loads(config.read_text(encoding="utf-8")).get("id2label")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {config}: {exc}") from None
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else None
+
+
+def check_compatible(sources: list[SourceModel], readers: list[TensorSource], base: TensorSource | None) -> None:
+    """All sources hold the same tensor names, shapes and dtypes, and the same label space."""
+    first, first_reader = sources[0], readers[0]
+    names = first_reader.keys()
+    name_set = set(names)
+    for source, reader in zip(sources[1:], readers[1:]):
+        other = set(reader.keys())
+        if other != name_set:
+            missing, extra = sorted(name_set - other), sorted(other - name_set)
+            lacking, having, tensor = (source, first, missing[0]) if missing else (first, source, extra[0])
+            raise TensorFileError(
+                f"model {lacking.locale} ({lacking.path}) lacks tensor {tensor}, which {having.locale} has; "
+                f"all sources must have the same tensors"
+            )
+        for name in names:
+            a, b = first_reader.info(name), reader.info(name)
+            if a.shape != b.shape:
+                raise TensorFileError(
+                    f"tensor {name} has shape {list(b.shape)} in {source.locale} but {list(a.shape)} in {first.locale}"
+                )
+            if a.dtype != b.dtype:
+                raise TensorFileError(
+                    f"tensor {name} has dtype {b.dtype} in {source.locale} but {a.dtype} in {first.locale}"
+                )
+    first_labels = _label_space(first.path)
+    for source in sources[1:]:
+        labels = _label_space(source.path)
+        if first_labels is not None and labels is not None and labels != first_labels:
+            raise ModelError(
+                f"label spaces differ: {source.locale} has id2label {labels}, {first.locale} has {first_labels}"
+            )
+    if base is not None:
+        for name in names:
+            if name in base and base.info(name).shape != first_reader.info(name).shape:
+                raise TensorFileError(
+                    f"tensor {name} has shape {list(base.info(name).shape)} in the base model "
+                    f"but {list(first_reader.info(name).shape)} in the sources"
+                )
+
+
+def _seed_for(seed: int, name: str, start: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}:{start}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def _row_ranges(shape: tuple[int, ...], chunk_bytes: int) -> list[tuple[int, int]]:
+    if len(shape) == 0:
+        return [(0, 1)]
+    rows = shape[0]
+    row_bytes = 4 * max(1, math.prod(shape[1:]))
+    per_chunk = max(1, chunk_bytes // row_bytes)
+    return [(start, min(rows, start + per_chunk)) for start in range(0, max(rows, 1), per_chunk)] if rows else [(0, 0)]
+
+
+class _TensorMerger:
+    """Reads aligned chunks of one tensor from every source and feeds the strategy."""
+
+    def __init__(self, request: MergeRequest, readers: list[TensorSource], base: TensorSource | None, device: torch.device):
+        self.request, self.readers, self.base, self.device = request, readers, base, device
+        total = sum(s.weight for s in request.sources)
+        self.weights = torch.tensor([s.weight / total for s in request.sources], dtype=torch.float32, device=device)
+
+    def _read(self, reader: TensorSource, name: str, start: int, stop: int, scalar: bool) -> torch.Tensor:
+        tensor = reader.get(name) if scalar else reader.get_rows(name, start, stop)
+        return tensor.to(device=self.device, dtype=torch.float32, non_blocking=True)
+
+    def chunks(self, name: str, shape: tuple[int, ...]) -> Iterator[Chunk]:
+        scalar = len(shape) == 0
+        has_base = self.base is not None and name in self.base
+        for start, stop in _row_ranges(shape, self.request.chunk_bytes):
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(_seed_for(self.request.seed, name, start))
+            yield Chunk(
+                name=name,
+                start=start,
+                stop=stop,
+                sources=[self._read(r, name, start, stop, scalar) for r in self.readers],
+                base=self._read(self.base, name, start, stop, scalar) if has_base else None,
+                weights=self.weights,
+                params=self.request.params,
+                generator=generator,
+            )
+
+    def job(self, name: str, shape: tuple[int, ...]) -> TensorJob:
+        return TensorJob(
+            name=name,
+            shape=shape,
+            weights=self.weights,
+            params=self.request.params,
+            has_base=self.base is not None and name in self.base,
+            _chunks=lambda: self.chunks(name, shape),
+        )
+
+
+def _copy_side_files(source: Path, destination: Path) -> list[str]:
+    """Copy config, tokenizer and other non-weight files of ``source`` into ``destination``."""
+    copied = []
+    for item in sorted(source.iterdir()):
+        if not item.is_file() or item.name in _SKIPPED_FILES or item.name.endswith(_WEIGHT_SUFFIXES):
+            continue
+        if item.name.startswith("merge_details"):
+            continue
+        shutil.copy2(item, destination / item.name)
+        copied.append(item.name)
+    return copied
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a merge's numbers."""
+    import importlib.metadata
+
+    versions = {}
+    for name in ("merginguriel", "torch", "safetensors", "transformers", "numpy", "lang2vec"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _details_text(details: Mapping[str, Any]) -> str:
+    lines = ["MergingUriel merge", "=" * 18]
+    for key in ("target", "weighting", "strategy", "base_model", "device", "dtype"):
+        if details.get(key) is not None:
+            lines.append(f"{key.replace('_', ' ').capitalize():<12} {details[key]}")
+    if details.get("params"):
+        lines.append("Parameters   " + ", ".join(f"{k}={v}" for k, v in details["params"].items()))
+    lines += ["", f"{'Source':<12} {'Weight':>8}  Path"]
+    for source in details["sources"]:
+        lines.append(f"{source['locale']:<12} {source['weight']:>8.4f}  {source['path']}")
+    lines += ["", "Packages     " + ", ".join(f"{k} {v}" for k, v in details["packages"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _place(tmp_dir: Path, output: Path) -> None:
+    """Move the finished folder into place; an old output is removed only after that succeeds."""
+    if output.exists():
+        old = output.with_name(f".{output.name}.old-{os.getpid()}")
+        os.replace(output, old)
+        try:
+            os.replace(tmp_dir, output)
+        except OSError:
+            os.replace(old, output)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, output)
+
+
+def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folder: Path) -> int:
+    """Merge every tensor of ``layout`` in order, streaming each chunk to the writer."""
+    first = merger.readers[0]
+    total = sum(first.info(name).nbytes for name, _, _ in layout)
+    written = 0
+    metadata = {"format": "pt", "merged_by": "merginguriel", "strategy": request.strategy.name}
+    with ShardedSafetensorsWriter(folder, layout, max_shard_bytes=request.max_shard_bytes, metadata=metadata) as writer, \
+            tqdm(total=total, unit="B", unit_scale=True, desc="merging", disable=not request.progress) as bar:
+        for name, dtype, shape in layout:
+            if not dtype.is_floating_point:
+                # Integer and boolean buffers (position ids, masks) are not averaged: they are
+                # taken from the highest-weighted source, which the others must equal in shape.
+                writer.write(name, first.get(name))
+            else:
+                job = merger.job(name, shape)
+                statistics = request.strategy.tensor_statistics(job)
+                for chunk in job.chunks():
+                    merged = request.strategy.merge_chunk(chunk, statistics)
+                    expected = chunk.sources[0].shape
+                    if tuple(merged.shape) != tuple(expected):
+                        raise ConfigError(
+                            f"strategy {request.strategy.name!r} returned shape {list(merged.shape)} "
+                            f"for {name} rows {chunk.start}:{chunk.stop}, expected {list(expected)}"
+                        )
+                    if not bool(torch.isfinite(merged).all()):
+                        raise ConfigError(
+                            f"strategy {request.strategy.name!r} produced non-finite values in {name}; "
+                            f"check the weights and parameters"
+                        )
+                    merged = merged.to(dtype).cpu()
+                    if len(shape) == 0:
+                        writer.write(name, merged.reshape(()))
+                    else:
+                        writer.write_rows(name, merged)
+            nbytes = first.info(name).nbytes
+            written += nbytes
+            bar.update(nbytes)
+    return written
+
+
+def _details(request: MergeRequest, device: torch.device, copied: list[str], tensors: int, nbytes: int,
+             seconds: float) -> dict[str, Any]:
+    total = sum(s.weight for s in request.sources)
+    details: dict[str, Any] = {"target": None, "weighting": None}
+    details.update(request.details)
+    details.update(
+        {
+            "strategy": request.strategy.name,
+            "params": dict(request.params),
+            "base_model": str(request.base) if request.base is not None else None,
+            "sources": [
+                {"locale": s.locale, "path": str(s.path), "weight": s.weight / total} for s in request.sources
+            ],
+            "device": str(device),
+            "dtype": request.dtype,
+            "seed": request.seed,
+            "tensors": tensors,
+            "bytes": nbytes,
+            "seconds": round(seconds, 3),
+            "copied_files": copied,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "packages": package_versions(),
+        }
+    )
+    return details
+
+
+def check_plan(request: MergeRequest) -> dict[str, Any]:
+    """Check everything that needs no model files; return the strategy's resolved params."""
+    check_weights(request.sources)
+    params = resolve_params(request.strategy.params, request.params, f"strategy {request.strategy.name!r}")
+    request.strategy.check(params, len(request.sources))
+    if request.strategy.needs_base and request.base is None:
+        raise ConfigError(f"strategy {request.strategy.name!r} needs a base model; pass --base-model PATH_OR_HUB_ID")
+    if request.dtype != "auto" and request.dtype not in DTYPES:
+        raise ConfigError(f"unknown --dtype {request.dtype!r}; allowed: auto, {', '.join(DTYPES)}")
+    if request.chunk_bytes <= 0:
+        raise ConfigError(f"--chunk-size must be positive, got {request.chunk_bytes}")
+    resolve_device(request.device)
+    check_output(request.output, request.overwrite)
+    return params
+
+
+def validate_request(request: MergeRequest) -> dict[str, Any]:
+    """:func:`check_plan`, plus: every model folder exists."""
+    params = check_plan(request)
+    for source in request.sources:
+        if not source.path.is_dir():
+            raise ModelError(f"model folder {source.path} for {source.locale} does not exist")
+    if request.base is not None and not request.base.is_dir():
+        raise ModelError(f"base model folder {request.base} does not exist")
+    return params
+
+
+def run_merge(request: MergeRequest) -> MergeSummary:
+    """Validate, merge and write ``request``; the output appears only when complete."""
+    request.params = validate_request(request)
+    device = resolve_device(request.device)
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        readers = [stack.enter_context(TensorSource(s.path)) for s in request.sources]
+        base = stack.enter_context(TensorSource(request.base)) if request.base is not None else None
+        check_compatible(request.sources, readers, base)
+        names = readers[0].keys()
+        out_dtype = {
+            name: (DTYPES[request.dtype] if request.dtype != "auto" and readers[0].info(name).dtype.is_floating_point
+                   else readers[0].info(name).dtype)
+            for name in names
+        }
+        layout = [(name, out_dtype[name], readers[0].info(name).shape) for name in names]
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{request.output.name}.tmp-", dir=request.output.parent))
+        try:
+            merger = _TensorMerger(request, readers, base, device)
+            bytes_written = _merge_all(request, merger, layout, tmp_dir)
+            copied = _copy_side_files(request.sources[0].path, tmp_dir)
+            details = _details(request, device, copied, len(layout), bytes_written, time.perf_counter() - started)
+            _write_atomically(tmp_dir / "merge_details.json", json.dumps(details, indent=2) + "\n")
+            _write_atomically(tmp_dir / "merge_details.txt", _details_text(details))
+            _place(tmp_dir, request.output)
+        except BaseException:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            raise
+    return MergeSummary(request.output, len(layout), bytes_written, time.perf_counter() - started, str(device), details)

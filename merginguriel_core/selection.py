@@ -1,0 +1,146 @@
+"""From options to chosen sources: the similarity matrix a weighting works on, and the
+one entry point (:func:`select_sources`) that ``mu merge``, ``mu similarity`` and later
+``mu ensemble`` share, so the same options always give the same weights."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.interfaces import WeightingRequest, WeightResult, Weighting
+from merginguriel_core.languages import MASSIVE_LOCALES, resolve_language
+from merginguriel_core.params import resolve_params
+from merginguriel_core.similarity import SimilarityMatrix, uriel_similarity_matrix
+
+
+def check_selection_options(top_k: int, sinkhorn_iters: int, num_languages: int) -> None:
+    """The shared options' ranges, checked before anything is computed."""
+    if top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    if sinkhorn_iters < 0:
+        raise ConfigError(f"--sinkhorn-iters must be at least 0, got {sinkhorn_iters}")
+    if num_languages < 1:
+        raise ConfigError(f"--num-languages must be at least 1, got {num_languages}")
+
+
+def similarity_matrix_for(request: WeightingRequest) -> SimilarityMatrix:
+    """The matrix a similarity-based weighting works on.
+
+    From ``--similarity-matrix`` when given; otherwise URIEL similarity over the 52 MASSIVE
+    locales plus the target and any available locale outside them.
+    """
+    if request.similarity_matrix is not None:
+        matrix = SimilarityMatrix.from_csv(request.similarity_matrix)
+        if request.target is not None and request.target not in matrix.locales:
+            raise ConfigError(
+                f"target {request.target} is not in --similarity-matrix {request.similarity_matrix}"
+            )
+        return matrix
+    universe = list(MASSIVE_LOCALES)
+    for locale in [request.target, *request.available]:
+        if locale is not None and locale not in universe:
+            universe.append(locale)
+    return uriel_similarity_matrix(universe, request.features)
+
+
+def parse_manual_weights(items: Iterable[str]) -> dict[str, float]:
+    """Parse ``--weights de-DE=0.5,nl-NL=0.5`` into canonical locale -> weight."""
+    weights: dict[str, float] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            code, sep, value = part.partition("=")
+            if not sep:
+                raise ConfigError(f"--weights entry {part!r} is not LOCALE=WEIGHT")
+            locale = resolve_language(code.strip()).locale
+            try:
+                weight = float(value)
+            except ValueError:
+                raise ConfigError(f"--weights entry {part!r}: {value!r} is not a number") from None
+            if not math.isfinite(weight) or weight < 0:
+                raise ConfigError(f"--weights entry {part!r}: weights must be finite and >= 0")
+            if locale in weights:
+                raise ConfigError(f"--weights names {locale} twice")
+            weights[locale] = weight
+    return weights
+
+
+@dataclass
+class Selection:
+    """The outcome of :func:`select_sources`."""
+
+    weighting: str
+    target: str | None
+    result: WeightResult
+    request: WeightingRequest
+
+
+def select_sources(
+    weighting: Weighting,
+    *,
+    target: str | None,
+    available: Iterable[str],
+    source_langs: Iterable[str] | None = None,
+    top_k: int = 20,
+    sinkhorn_iters: int = 20,
+    num_languages: int = 5,
+    include_target: bool = False,
+    features: str = "syntax_knn",
+    similarity_matrix: Path | None = None,
+    manual_weights: Mapping[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> Selection:
+    """Resolve codes, narrow the available models, run ``weighting`` and check its result."""
+    check_selection_options(top_k, sinkhorn_iters, num_languages)
+    target_locale = resolve_language(target).locale if target else None
+    if weighting.needs_target and target_locale is None:
+        raise ConfigError(f"weighting {weighting.name!r} needs --target-lang")
+    available_set = [resolve_language(code).locale for code in available]
+    if source_langs:
+        wanted = [resolve_language(code).locale for code in source_langs]
+        missing = [code for code in wanted if code not in available_set]
+        if missing:
+            raise ConfigError(
+                f"--source-langs {', '.join(missing)} has no model; available: {', '.join(sorted(available_set))}"
+            )
+        available_set = wanted
+    if not include_target and target_locale is not None:
+        available_set = [code for code in available_set if code != target_locale]
+    if not available_set:
+        raise ConfigError(
+            f"no source models available for target {target_locale}"
+            + ("" if include_target else " (its own model is excluded; pass --include-target to allow it)")
+        )
+    request = WeightingRequest(
+        target=target_locale,
+        available=tuple(available_set),
+        top_k=top_k,
+        sinkhorn_iters=sinkhorn_iters,
+        num_languages=num_languages,
+        include_target=include_target,
+        features=features,
+        similarity_matrix=similarity_matrix,
+        manual_weights=manual_weights,
+        params=resolve_params(weighting.params, params or {}, f"weighting {weighting.name!r}"),
+    )
+    result = weighting.compute(request)
+    _check_result(weighting.name, result, set(available_set))
+    return Selection(weighting.name, target_locale, result, request)
+
+
+def _check_result(name: str, result: WeightResult, available: set[str]) -> None:
+    if not result.weights:
+        raise ConfigError(f"weighting {name!r} selected no source models")
+    for locale, weight in result.weights:
+        if locale not in available:
+            raise ConfigError(f"weighting {name!r} selected {locale}, which has no available model")
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"weighting {name!r} gave {locale} the weight {weight}; weights must be finite and >= 0")
+    total = sum(w for _, w in result.weights)
+    if not math.isclose(total, 1.0, rel_tol=1e-6):
+        raise ConfigError(f"weighting {name!r} returned weights summing to {total}, not 1")

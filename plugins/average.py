@@ -1,0 +1,33 @@
+"""Built-in weighting ``average``: equal weights.
+
+With a target, the sources are the ones ``uriel`` would select (same options), so the two
+weightings differ only in the weights; without a target, every available model.
+"""
+
+from __future__ import annotations
+
+from merginguriel_core import hookimpl
+from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResult
+from merginguriel_plugins.uriel_similarity import UrielWeighting
+
+
+class AverageWeighting(Weighting):
+    name = "average"
+    description = "Equal weights over the sources uriel would select (or every available model without a target)."
+    needs_target = False
+
+    def compute(self, request: WeightingRequest) -> WeightResult:
+        if request.target is None:
+            locales = sorted(request.available)
+            notes = []
+        else:
+            chosen = UrielWeighting().compute(request)
+            locales, notes = [locale for locale, _ in chosen.weights], chosen.notes
+        weight = 1.0 / len(locales)
+        details = {"selected_by": "uriel" if request.target else "all available models"}
+        return WeightResult([(locale, weight) for locale in locales], details, None, notes)
+
+
+@hookimpl
+def register_weightings(register):
+    register(AverageWeighting())

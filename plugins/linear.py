@@ -1,0 +1,25 @@
+"""Built-in strategy ``linear``: the weighted average of the source parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from merginguriel_core import hookimpl
+from merginguriel_core.interfaces import Chunk, MergeStrategy
+from merginguriel_plugins.tensor_maths import weighted_average
+
+
+class LinearStrategy(MergeStrategy):
+    name = "linear"
+    description = "Weighted average of the source parameters: θ = Σ wᵢ θᵢ (weights sum to 1)."
+    reference = "https://arxiv.org/abs/2203.05482"
+
+    def merge_chunk(self, chunk: Chunk, statistics: Any) -> torch.Tensor:
+        return weighted_average(chunk.sources, chunk.weights)
+
+
+@hookimpl
+def register_strategies(register):
+    register(LinearStrategy())

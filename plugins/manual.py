@@ -1,0 +1,34 @@
+"""Built-in weighting ``manual``: the weights given with ``--weights LOCALE=W,...``, normalised."""
+
+from __future__ import annotations
+
+from merginguriel_core import hookimpl
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResult
+
+
+class ManualWeighting(Weighting):
+    name = "manual"
+    description = "Weights given with --weights LOCALE=WEIGHT,..., normalised to sum to 1."
+    needs_target = False
+
+    def compute(self, request: WeightingRequest) -> WeightResult:
+        given = dict(request.manual_weights or {})
+        if not given:
+            raise ConfigError("weighting 'manual' needs --weights LOCALE=WEIGHT[,LOCALE=WEIGHT...]")
+        missing = [locale for locale in given if locale not in request.available]
+        if missing:
+            raise ConfigError(
+                f"--weights names {', '.join(missing)} without an available model; "
+                f"available: {', '.join(sorted(request.available))}"
+            )
+        total = sum(given.values())
+        if total <= 0:
+            raise ConfigError("--weights are all zero")
+        ordered = sorted(given.items(), key=lambda item: (-item[1], item[0]))
+        return WeightResult([(locale, w / total) for locale, w in ordered], {"given": given})
+
+
+@hookimpl
+def register_weightings(register):
+    register(ManualWeighting())

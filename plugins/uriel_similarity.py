@@ -1,0 +1,54 @@
+"""Built-in weighting ``uriel``: URIEL similarity, top-k, Sinkhorn, available models, renormalise.
+
+This is the method the MergingUriel research describes; see docs/similarity.md.
+"""
+
+from __future__ import annotations
+
+from merginguriel_core import hookimpl
+from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResult
+from merginguriel_core.selection import similarity_matrix_for
+from merginguriel_core.similarity import uriel_weights
+
+
+class UrielWeighting(Weighting):
+    name = "uriel"
+    description = (
+        "URIEL similarity to the target, top-k per language, Sinkhorn-normalised, then the "
+        "--num-languages best available models renormalised to sum to 1."
+    )
+
+    def compute(self, request: WeightingRequest) -> WeightResult:
+        matrix = similarity_matrix_for(request)
+        trace = uriel_weights(
+            matrix,
+            request.target,
+            request.available,
+            top_k=request.top_k,
+            sinkhorn_iters=request.sinkhorn_iters,
+            num_languages=request.num_languages,
+            include_target=request.include_target,
+        )
+        details = {
+            "features": None if request.similarity_matrix else request.features,
+            "similarity_matrix": str(request.similarity_matrix) if request.similarity_matrix else None,
+            "top_k": request.top_k,
+            "sinkhorn_iters": request.sinkhorn_iters,
+            "num_languages": request.num_languages,
+            "include_target": request.include_target,
+            "raw_similarity": {
+                locale: float(trace.raw[trace.locales.index(locale)]) for locale, _ in trace.selected
+            },
+        }
+        notes = []
+        if len(trace.selected) < request.num_languages:
+            notes.append(
+                f"only {len(trace.selected)} source(s) with a model and non-zero weight; "
+                f"--num-languages asked for {request.num_languages}"
+            )
+        return WeightResult(list(trace.selected), details, trace, notes)
+
+
+@hookimpl
+def register_weightings(register):
+    register(UrielWeighting())

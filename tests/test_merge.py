@@ -1,0 +1,239 @@
+"""The streaming merge engine, driven through `mu merge` as a user runs it."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from merginguriel_core.zoo import build_zoo
+from conftest import run_cli
+
+PATTERN = "xlm-roberta-base_massive_k_{locale}"
+
+
+def _state(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def _merge(runner, models, out, *extra):
+    return run_cli(runner, "merge", "--models", models, "--output", out, "--no-progress", *extra)
+
+
+def _no_leftovers(parent: Path, name: str) -> bool:
+    return not [p for p in parent.iterdir() if p.name.startswith(f".{name}.")]
+
+
+def test_linear_equals_hand_computation(runner, zoo_dir, tmp_path):
+    out = tmp_path / "merged"
+    result = _merge(runner, zoo_dir, out, "--weighting", "manual", "--weights", "de-DE=5,nl-NL=3,af-ZA=2")
+    assert result.exit_code == 0, result.output
+    merged = _state(out)
+    sources = {loc: _state(zoo_dir / PATTERN.format(locale=loc)) for loc in ("de-DE", "nl-NL", "af-ZA")}
+    weights = {"de-DE": 0.5, "nl-NL": 0.3, "af-ZA": 0.2}
+    assert set(merged) == set(sources["de-DE"])
+    for name, tensor in merged.items():
+        expected = sum(weights[loc] * sources[loc][name].double() for loc in weights)
+        torch.testing.assert_close(tensor.double(), expected, rtol=1e-6, atol=1e-7)
+        assert tensor.dtype == sources["de-DE"][name].dtype
+
+
+def test_uriel_merge_uses_every_selected_model(runner, zoo_dir, tmp_path):
+    out = tmp_path / "merged"
+    result = _merge(runner, zoo_dir, out, "--target-lang", "de-DE", "--num-languages", "5")
+    assert result.exit_code == 0, result.output
+    details = json.loads((out / "merge_details.json").read_text())
+    assert details["target"] == "de-DE" and details["weighting"] == "uriel" and details["strategy"] == "linear"
+    sources = details["sources"]
+    assert len(sources) == 5 and "de-DE" not in [s["locale"] for s in sources]
+    assert sum(s["weight"] for s in sources) == pytest.approx(1.0)
+    assert details["weighting_details"]["top_k"] == 20 and details["weighting_details"]["features"] == "syntax_knn"
+    assert {"torch", "safetensors", "merginguriel"} <= set(details["packages"])
+    # Every selected model contributes with its own weight: none dropped, none used as base.
+    merged = _state(out)
+    name = "roberta.encoder.layer.0.attention.self.query.weight"
+    expected = sum(s["weight"] * _state(Path(s["path"]))[name].double() for s in sources)
+    torch.testing.assert_close(merged[name].double(), expected, rtol=1e-6, atol=1e-7)
+    text = (out / "merge_details.txt").read_text()
+    assert "Target       de-DE" in text and sources[0]["locale"] in text
+
+
+def test_output_loads_and_tokenizer_config_carried(runner, zoo_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path / "merged"
+    assert _merge(runner, zoo_dir, out, "--target-lang", "sw-KE").exit_code == 0
+    assert {"config.json", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    logits = model(**tokenizer(["the team won the match"], return_tensors="pt")).logits
+    assert logits.shape == (1, 7) and torch.isfinite(logits).all()
+    assert model.config.id2label[0] == "science/technology"
+
+
+def test_sharded_and_chunked_output_is_identical(runner, zoo_dir, tmp_path):
+    plain, sharded = tmp_path / "plain", tmp_path / "sharded"
+    args = ("--weighting", "manual", "--weights", "de-DE=1,sv-SE=1")
+    assert _merge(runner, zoo_dir, plain, *args).exit_code == 0
+    result = _merge(runner, zoo_dir, sharded, *args, "--max-shard-size", "4KB", "--chunk-size", "256")
+    assert result.exit_code == 0, result.output
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2
+    merged = {}
+    for shard in shards:
+        merged.update(load_file(sharded / shard))
+    reference = _state(plain)
+    assert merged.keys() == reference.keys()
+    for name in reference:
+        torch.testing.assert_close(merged[name], reference[name], rtol=1e-6, atol=1e-7)
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(sharded)
+
+
+def test_existing_output_refused_then_overwritten(runner, zoo_dir, tmp_path):
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    result = _merge(runner, zoo_dir, out, "--target-lang", "sw-KE")
+    assert result.exit_code != 0
+    assert f"Error: output {out} already exists; pass --overwrite to replace it" in result.output
+    assert (out / "mine.txt").read_text() == "keep me"
+    result = _merge(runner, zoo_dir, out, "--target-lang", "sw-KE", "--overwrite")
+    assert result.exit_code == 0
+    assert (out / "model.safetensors").exists() and not (out / "mine.txt").exists()
+    assert _no_leftovers(tmp_path, "merged")
+
+
+def _single_error_line(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_shape_mismatch_is_one_line_error_without_output(runner, zoo_copy, tmp_path):
+    odd = zoo_copy / "odd"
+    build_zoo(odd, ["de-DE"], hidden_size=8)
+    shutil.rmtree(zoo_copy / PATTERN.format(locale="de-DE"))
+    shutil.move(odd / PATTERN.format(locale="de-DE"), zoo_copy / PATTERN.format(locale="de-DE"))
+    out = tmp_path / "merged"
+    result = _merge(runner, zoo_copy, out, "--weighting", "manual", "--weights", "nl-NL=1,de-DE=1")
+    assert result.exit_code != 0
+    line = _single_error_line(result)
+    assert "has shape [16] in nl-NL but [8] in de-DE" in line
+    assert not out.exists() and _no_leftovers(tmp_path, "merged")
+
+
+def test_missing_tensor_named(runner, zoo_copy, tmp_path):
+    path = zoo_copy / PATTERN.format(locale="de-DE") / "model.safetensors"
+    state = load_file(path)
+    del state["classifier.dense.bias"]
+    save_file(state, path)
+    result = _merge(runner, zoo_copy, tmp_path / "m", "--weighting", "manual", "--weights", "nl-NL=1,de-DE=1")
+    assert result.exit_code != 0
+    line = _single_error_line(result)
+    assert "model de-DE (" in line and "lacks tensor classifier.dense.bias, which nl-NL has" in line
+
+
+def test_truncated_file_is_named(runner, zoo_copy, tmp_path):
+    path = zoo_copy / PATTERN.format(locale="nl-NL") / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    out = tmp_path / "m"
+    result = _merge(runner, zoo_copy, out, "--weighting", "manual", "--weights", "nl-NL=1,de-DE=1")
+    assert result.exit_code != 0
+    line = _single_error_line(result)
+    assert "truncated" in line and str(path) in line
+    assert not out.exists()
+
+
+def test_label_spaces_must_agree(runner, zoo_copy, tmp_path):
+    config = zoo_copy / PATTERN.format(locale="nl-NL") / "config.json"
+    data = json.loads(config.read_text())
+    data["id2label"]["0"] = "weather"
+    config.write_text(json.dumps(data))
+    result = _merge(runner, zoo_copy, tmp_path / "m", "--weighting", "manual", "--weights", "nl-NL=1,de-DE=1")
+    assert result.exit_code != 0
+    assert "label spaces differ" in _single_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--weighting", "manual", "--weights", "de-DE=nan"), "--weights entry 'de-DE=nan': weights must be finite and >= 0"),
+        (("--target-lang", "sw-KE", "--top-k", "0"), "--top-k must be at least 1, got 0"),
+        (("--target-lang", "sw-KE", "--num-languages", "0"), "--num-languages must be at least 1, got 0"),
+        (("--target-lang", "sw-KE", "--strategy", "nope"), "unknown --strategy 'nope'; available: "),
+        (("--target-lang", "sw-KE", "--weighting", "nope"), "unknown --weighting 'nope'; available: average, manual, uriel"),
+        (("--target-lang", "sw-XX"), "unknown language code 'sw-XX'"),
+        (("--target-lang", "sw-KE", "--param", "density=0.5"), "unknown parameter 'density' for strategy 'linear'; allowed: none"),
+        (("--target-lang", "sw-KE", "--device", "tpu"), "unknown --device 'tpu'"),
+        (("--target-lang", "sw-KE", "--dtype", "int8"), "unknown --dtype 'int8'"),
+        (("--target-lang", "sw-KE", "--source-langs", "ko-KR"), "--source-langs ko-KR has no model"),
+        (("--weighting", "manual", "--weights", "ko-KR=1"), "--weights names ko-KR without an available model"),
+        (("--weighting", "uriel",), "weighting 'uriel' needs --target-lang"),
+    ],
+)
+def test_bad_input_is_one_line_error(runner, zoo_dir, tmp_path, args, message):
+    out = tmp_path / "m"
+    result = _merge(runner, zoo_dir, out, *args)
+    assert result.exit_code != 0
+    assert message in _single_error_line(result)
+    assert not out.exists() and _no_leftovers(tmp_path, "m")
+
+
+def test_no_models_in_folder(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = _merge(runner, tmp_path / "empty", tmp_path / "m", "--target-lang", "sw-KE")
+    assert result.exit_code != 0
+    assert "no model folders matching 'xlm-roberta-base_massive_k_{locale}'" in _single_error_line(result)
+
+
+def test_only_target_model_available(runner, zoo_dir, tmp_path):
+    result = run_cli(runner, "merge", "--model", f"sw-KE={zoo_dir / PATTERN.format(locale='sw-KE')}",
+                     "--target-lang", "sw-KE", "--output", tmp_path / "m")
+    assert result.exit_code != 0
+    assert "no source models available for target sw-KE" in _single_error_line(result)
+
+
+def test_cuda_requested_without_gpu(runner, zoo_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    result = _merge(runner, zoo_dir, tmp_path / "m", "--target-lang", "sw-KE", "--device", "cuda")
+    assert "no CUDA GPU is available" in _single_error_line(result)
+
+
+def test_dry_run_writes_nothing(runner, zoo_dir, tmp_path):
+    out = tmp_path / "m"
+    result = _merge(runner, zoo_dir, out, "--target-lang", "de-DE", "--dry-run")
+    assert result.exit_code == 0
+    assert "Dry run: nothing merged." in result.output and "Target de-DE, weighting uriel: 5 source(s)" in result.output
+    assert not out.exists()
+
+
+def test_registry_csv_and_model_options(runner, zoo_dir, tmp_path):
+    csv = tmp_path / "registry.csv"
+    csv.write_text(
+        "locale,path,base_model\n"
+        f"deu_Latn,{zoo_dir / PATTERN.format(locale='de-DE')},xlm-roberta-base\n"
+        f"nl-NL,{zoo_dir / PATTERN.format(locale='nl-NL')},xlm-roberta-base\n"
+    )
+    out = tmp_path / "m"
+    result = run_cli(runner, "merge", "--registry", csv, "--model", f"da-DK={zoo_dir / PATTERN.format(locale='da-DK')}",
+                     "--target-lang", "sv-SE", "--output", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    details = json.loads((out / "merge_details.json").read_text())
+    assert sorted(s["locale"] for s in details["sources"]) == ["da-DK", "de-DE", "nl-NL"]
+
+
+def test_hub_id_that_cannot_be_fetched(runner, zoo_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli(runner, "merge", "--model", "de-DE=some-org/not-here", "--model",
+                     f"nl-NL={zoo_dir / PATTERN.format(locale='nl-NL')}", "--weighting", "average",
+                     "--output", tmp_path / "m")
+    assert result.exit_code != 0
+    assert "cannot fetch hub model 'some-org/not-here'" in _single_error_line(result)
+    assert not (tmp_path / "m").exists()
