@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from merginguriel_core.languages import resolve_language
 from merginguriel_core.models import ModelRef, collect_models
 from merginguriel_core.plugins import get_registry
 from merginguriel_core.params import parse_assignments
@@ -34,6 +35,8 @@ def choose_sources(
 ) -> tuple[Selection, dict[str, ModelRef]]:
     """Collect the source models, then run the chosen weighting over them."""
     weighting_plugin = get_registry().get("weighting", weighting)
+    if target_lang is not None:
+        resolve_language(target_lang)  # a bad target is reported before any folder is read
     refs = collect_models(models, model_pattern, registry, model or ())
     selection = select_sources(
         weighting_plugin,

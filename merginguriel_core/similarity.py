@@ -36,7 +36,9 @@ def cosine_similarity_matrix(vectors: np.ndarray) -> np.ndarray:
     """
     vectors = np.asarray(vectors, dtype=np.float64)
     if vectors.ndim != 2:
-        raise ConfigError(f"cosine similarity needs a 2-D array of vectors, got shape {vectors.shape}")
+        raise ConfigError(
+            f"cosine similarity needs a 2-D array of vectors, got shape {vectors.shape}"
+        )
     norms = np.linalg.norm(vectors, axis=1)
     denominator = np.outer(norms, norms)
     dots = vectors @ vectors.T
@@ -141,19 +143,19 @@ class SimilarityMatrix:
         locale (the locale, then its values written with ``repr`` so they read back exactly).
         """
         target = Path(path)
-        handle = tempfile.NamedTemporaryFile(
-            "w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
-            delete=False, newline="", encoding="utf-8",
+        descriptor, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
         )
         try:
-            with handle:
+            with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(["", *self.locales])
                 for locale, values in zip(self.locales, self.values, strict=True):
                     writer.writerow([locale, *(repr(float(value)) for value in values)])
-            os.replace(handle.name, target)
+            os.chmod(temporary, 0o644)  # mkstemp creates it private (0600)
+            os.replace(temporary, target)
         except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
+            Path(temporary).unlink(missing_ok=True)
             raise
 
     @classmethod
@@ -205,9 +207,13 @@ def _read_rows(path: Path) -> list[list[str]]:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = [row for row in csv.reader(handle) if row]
     except OSError as error:
-        raise ConfigError(f"cannot read similarity matrix {str(path)!r}: {error.strerror}") from None
+        raise ConfigError(
+            f"cannot read similarity matrix {str(path)!r}: {error.strerror}"
+        ) from None
     except (UnicodeDecodeError, csv.Error) as error:
-        raise ConfigError(f"similarity matrix {str(path)!r} is not a CSV text file: {error}") from None
+        raise ConfigError(
+            f"similarity matrix {str(path)!r} is not a CSV text file: {error}"
+        ) from None
     if not rows or len(rows[0]) < 2:
         raise ConfigError(f"similarity matrix {str(path)!r} has no header row of language codes")
     return rows
@@ -314,7 +320,9 @@ def uriel_weights(
         if locale not in matrix.locales:
             notes.append(f"source {locale} is not in the similarity matrix; skipped")
     wanted = {locale for locale in given if include_target or locale != target_locale}
-    candidates = [j for j, locale in enumerate(matrix.locales) if locale in wanted and weights[j] > 0]
+    candidates = [
+        j for j, locale in enumerate(matrix.locales) if locale in wanted and weights[j] > 0
+    ]
     if not candidates:
         listed = ", ".join(given) or "none"
         raise ConfigError(

@@ -19,6 +19,7 @@ product; a language with no known value in a set gets the zero vector, which
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.resources
 import importlib.util
 import sys
@@ -134,11 +135,27 @@ class _FeatureTable:
     values: np.ndarray  # (languages, features) float64, missing values already 0.0
 
 
+def _data_file(filename: str) -> Path:
+    """The path of one of lang2vec's data files, found through its installed distribution.
+
+    Not through ``import lang2vec``: lang2vec also installs a script ``bin/lang2vec.py``,
+    which shadows the package whenever the scripts folder is first on ``sys.path`` (as it is
+    for the ``mu`` console script).
+    """
+    try:
+        distribution = importlib.metadata.distribution("lang2vec")
+    except importlib.metadata.PackageNotFoundError:
+        raise ConfigError("URIEL data needs the lang2vec package; pip install lang2vec==1.1.2") from None
+    path = Path(str(distribution.locate_file(f"lang2vec/data/{filename}")))
+    if not path.is_file():
+        raise ConfigError(f"lang2vec is installed but its data file {path} is missing; reinstall lang2vec==1.1.2")
+    return path
+
+
 @cache
 def _npz(filename: str) -> dict[str, np.ndarray]:
     """Load one of lang2vec's ``.npz`` files fully, once per process."""
-    path = _resource_filename("lang2vec", f"data/{filename}")
-    with np.load(path) as archive:
+    with np.load(_data_file(filename)) as archive:
         return {key: archive[key] for key in archive.files}
 
 

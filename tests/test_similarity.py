@@ -201,11 +201,20 @@ def test_from_csv_normalises_codes(tmp_path: Path) -> None:
 BAD_FILES = {
     "not square": (",de-DE,nl-NL\nde-DE,1,0.5\n", "has 2 columns but 1 rows"),
     "ragged": (",de-DE,nl-NL\nde-DE,1,0.5\nnl-NL,0.5\n", "line 3 has 2 cells, expected 3"),
-    "rows differ": (",de-DE,nl-NL\nde-DE,1,0.5\nfr-FR,0.5,1\n", "row 2 is 'fr-FR' but column 2 is 'nl-NL'"),
+    "rows differ": (
+        ",de-DE,nl-NL\nde-DE,1,0.5\nfr-FR,0.5,1\n",
+        "row 2 is 'fr-FR' but column 2 is 'nl-NL'",
+    ),
     "duplicate": (",de-DE,deu\nde-DE,1,0.5\ndeu,0.5,1\n", "lists de-DE more than once"),
-    "text": (",de-DE,nl-NL\nde-DE,1,high\nnl-NL,0.5,1\n", "value 'high' at row 'de-DE', column 'nl-NL'"),
+    "text": (
+        ",de-DE,nl-NL\nde-DE,1,high\nnl-NL,0.5,1\n",
+        "value 'high' at row 'de-DE', column 'nl-NL'",
+    ),
     "nan": (",de-DE,nl-NL\nde-DE,1,nan\nnl-NL,0.5,1\n", "value 'nan' at row 'de-DE'"),
-    "inf": (",de-DE,nl-NL\nde-DE,1,0.5\nnl-NL,inf,1\n", "value 'inf' at row 'nl-NL', column 'de-DE'"),
+    "inf": (
+        ",de-DE,nl-NL\nde-DE,1,0.5\nnl-NL,inf,1\n",
+        "value 'inf' at row 'nl-NL', column 'de-DE'",
+    ),
     "above one": (",de-DE,nl-NL\nde-DE,1.5,0.5\nnl-NL,0.5,1\n", "value '1.5'"),
     "negative": (",de-DE,nl-NL\nde-DE,1,-0.1\nnl-NL,0.5,1\n", "value '-0.1'"),
     "empty": ("", "has no header row of language codes"),
@@ -354,7 +363,9 @@ def test_include_target_keeps_the_diagonal(massive: SimilarityMatrix) -> None:
 def test_fewer_sources_than_asked_uses_what_exists(massive: SimilarityMatrix) -> None:
     trace = uriel_weights(massive, "de-DE", ["nl", "af", "de"], num_languages=5)
     assert [locale for locale, _ in trace.selected] == ["af-ZA", "nl-NL"]
-    assert trace.notes == ["only 2 of the 5 requested source languages have a nonzero weight; using those"]
+    assert trace.notes == [
+        "only 2 of the 5 requested source languages have a nonzero weight; using those"
+    ]
 
 
 def test_sources_missing_from_the_matrix_are_noted() -> None:

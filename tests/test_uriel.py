@@ -101,7 +101,9 @@ def test_vectors_are_cached_and_read_only() -> None:
 
 def test_language_missing_from_uriel_raises() -> None:
     unknown = Language(locale="qqq", iso639_3="qqq", flores=None, name="Nowhere")
-    with pytest.raises(LanguageError, match="'qqq' has no URIEL vector in feature set 'syntax_knn'"):
+    with pytest.raises(
+        LanguageError, match="'qqq' has no URIEL vector in feature set 'syntax_knn'"
+    ):
         uriel_vectors([unknown])
 
 

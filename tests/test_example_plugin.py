@@ -1,0 +1,76 @@
+"""The example third-party plugin in docs/examples installs with pip and works through `mu`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "merginguriel-median"
+PATTERN = "xlm-roberta-base_massive_k_{locale}"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> dict[str, str]:
+    """pip-install the example into a private folder; return the environment that sees it."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(target), str(EXAMPLE)],
+        check=True,
+        capture_output=True,
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _mu(env, *args):
+    return subprocess.run([sys.executable, "-m", "merginguriel_cli", *map(str, args)], env=env,
+                          capture_output=True, text=True)
+
+
+def test_mu_plugins_lists_installed_example(installed):
+    result = _mu(installed, "plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    median = rows["median"]
+    assert median["distribution"] == "merginguriel-median" and median["version"] == "0.1.0"
+    assert median["provides"][0]["kind"] == "strategy" and median["provides"][0]["name"] == "median"
+    assert not median["broken"]
+    text = _mu(installed, "plugins").stdout
+    assert any(line.startswith("median") and "strategy: median" in line for line in text.splitlines())
+
+
+def test_mu_merge_uses_example_strategy(installed, zoo_dir, tmp_path):
+    out = tmp_path / "merged"
+    result = _mu(installed, "merge", "--strategy", "median", "--weighting", "manual",
+                 "--weights", "de-DE=0.5,nl-NL=0.3,af-ZA=0.2", "--models", zoo_dir, "--output", out, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    merged = load_file(out / "model.safetensors")
+    sources = [load_file(zoo_dir / PATTERN.format(locale=loc) / "model.safetensors") for loc in ("de-DE", "nl-NL", "af-ZA")]
+    name = "classifier.dense.weight"
+    # Weighted median, computed element by element: the value whose cumulative weight
+    # (sorted ascending) first reaches half the total.
+    weights = [0.5, 0.3, 0.2]
+    flat = [s[name].flatten().tolist() for s in sources]
+    expected = []
+    for values in zip(*flat):
+        cumulative = 0.0
+        for value, weight in sorted(zip(values, weights)):
+            cumulative += weight
+            if cumulative >= 0.5 - 1e-9:
+                expected.append(value)
+                break
+    assert merged[name].flatten().tolist() == pytest.approx(expected)
+    assert json.loads((out / "merge_details.json").read_text())["strategy"] == "median"
+
+
+def test_not_installed_by_default():
+    from merginguriel_core.plugins import load_plugins
+
+    assert "median" not in load_plugins().names("strategy")
