@@ -34,3 +34,9 @@ def test_builtin_entry_points_match_plugins_folder():
     assert modules, "no built-in entry points found"
     for module in modules:
         assert (ROOT / "plugins" / f"{module}.py").is_file()
+
+
+def test_cli_reference_is_generated_from_the_code():
+    from merginguriel_cli.reference import render
+
+    assert (ROOT / "docs" / "cli.md").read_text() == render(), "regenerate: python -m merginguriel_cli.reference > docs/cli.md"
