@@ -72,8 +72,8 @@ paths, out = sys.argv[1:-1], sys.argv[-1]
 sources = [TensorSource(p) for p in paths]
 with ShardedSafetensorsWriter(__import__("pathlib").Path(out), sources[0].layout()) as writer:
     for name in sources[0].keys():
-        tensors = [s.get(name) for s in sources[1:]]   # read every input once
-        del tensors
+        for source in sources[1:]:                      # read every input once
+            source.get(name)
         writer.write(name, sources[0].get(name))        # write one output
 """
 

@@ -55,7 +55,9 @@ class MergeRequest:
     base: Path | None = None
     device: str = "auto"
     dtype: str = "auto"
-    chunk_bytes: int = 64 * 1024**2
+    #: Largest float32 slice of one tensor read per source at once; ``None`` picks it from
+    #: the model size (see :func:`auto_chunk_bytes`).
+    chunk_bytes: int | None = None
     max_shard_bytes: int = 2 * 1024**3
     overwrite: bool = False
     seed: int = 0
@@ -159,6 +161,17 @@ def check_compatible(sources: list[SourceModel], readers: list[TensorSource], ba
                     f"tensor {name} has shape {list(base.info(name).shape)} in the base model "
                     f"but {list(first_reader.info(name).shape)} in the sources"
                 )
+
+
+MIN_CHUNK_BYTES = 1024**2
+MAX_CHUNK_BYTES = 64 * 1024**2
+
+
+def auto_chunk_bytes(model_bytes: int, num_sources: int) -> int:
+    """A chunk size that keeps the K source chunks plus the output chunk (and the base's)
+    within a quarter of one model's size, between 1 MiB and 64 MiB per source."""
+    budget = model_bytes // (4 * (num_sources + 2))
+    return max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, budget))
 
 
 def _seed_for(seed: int, name: str, start: int) -> int:
@@ -310,6 +323,7 @@ def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folde
                         writer.write(name, merged.reshape(()))
                     else:
                         writer.write_rows(name, merged)
+                    del chunk, merged  # free this chunk before the next one is read
             nbytes = first.info(name).nbytes
             written += nbytes
             bar.update(nbytes)
@@ -332,6 +346,7 @@ def _details(request: MergeRequest, device: torch.device, copied: list[str], ten
             "device": str(device),
             "dtype": request.dtype,
             "seed": request.seed,
+            "chunk_bytes": request.chunk_bytes,
             "tensors": tensors,
             "bytes": nbytes,
             "seconds": round(seconds, 3),
@@ -352,7 +367,7 @@ def check_plan(request: MergeRequest) -> dict[str, Any]:
         raise ConfigError(f"strategy {request.strategy.name!r} needs a base model; pass --base-model PATH_OR_HUB_ID")
     if request.dtype != "auto" and request.dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {request.dtype!r}; allowed: auto, {', '.join(DTYPES)}")
-    if request.chunk_bytes <= 0:
+    if request.chunk_bytes is not None and request.chunk_bytes <= 0:
         raise ConfigError(f"--chunk-size must be positive, got {request.chunk_bytes}")
     resolve_device(request.device)
     check_output(request.output, request.overwrite)
@@ -379,6 +394,8 @@ def run_merge(request: MergeRequest) -> MergeSummary:
         readers = [stack.enter_context(TensorSource(s.path)) for s in request.sources]
         base = stack.enter_context(TensorSource(request.base)) if request.base is not None else None
         check_compatible(request.sources, readers, base)
+        if request.chunk_bytes is None:
+            request.chunk_bytes = auto_chunk_bytes(readers[0].total_bytes(), len(readers))
         names = readers[0].keys()
         out_dtype = {
             name: (DTYPES[request.dtype] if request.dtype != "auto" and readers[0].info(name).dtype.is_floating_point

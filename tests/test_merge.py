@@ -237,3 +237,54 @@ def test_hub_id_that_cannot_be_fetched(runner, zoo_dir, tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert "cannot fetch hub model 'some-org/not-here'" in _single_error_line(result)
     assert not (tmp_path / "m").exists()
+
+
+def test_auto_chunk_size_bounds_memory_to_a_quarter_model():
+    from merginguriel_core.merge import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, auto_chunk_bytes
+
+    one_model = 1_112_000_000  # xlm-roberta-base classifier, fp32
+    assert auto_chunk_bytes(one_model, 5) == one_model // 28
+    assert auto_chunk_bytes(one_model, 5) * 7 <= one_model / 4
+    assert auto_chunk_bytes(10 * one_model, 5) == MAX_CHUNK_BYTES
+    assert auto_chunk_bytes(20_000, 5) == MIN_CHUNK_BYTES
+
+
+def test_auto_chunking_splits_large_tensors_with_same_result(runner, zoo_dir, tmp_path, monkeypatch):
+    import merginguriel_core.merge as merge_module
+
+    args = ("--weighting", "manual", "--weights", "de-DE=2,sv-SE=1,ja-JP=1")
+    assert _merge(runner, zoo_dir, tmp_path / "whole", *args, "--chunk-size", "64MB").exit_code == 0
+    monkeypatch.setattr(merge_module, "MIN_CHUNK_BYTES", 64)  # tiny models: force many chunks
+    reads = []
+    original = merge_module.TensorSource.get_rows
+    monkeypatch.setattr(merge_module.TensorSource, "get_rows",
+                        lambda self, name, start, stop: reads.append((name, start, stop)) or original(self, name, start, stop))
+    assert _merge(runner, zoo_dir, tmp_path / "auto", *args).exit_code == 0
+    details = json.loads((tmp_path / "auto" / "merge_details.json").read_text())
+    assert details["chunk_bytes"] < 1000
+    embedding = [r for r in reads if r[0] == "roberta.embeddings.word_embeddings.weight"]
+    assert len(embedding) > 3 * 3  # several chunks per source
+    whole, auto = _state(tmp_path / "whole"), _state(tmp_path / "auto")
+    for name in whole:
+        torch.testing.assert_close(auto[name], whole[name], rtol=1e-6, atol=1e-7)
+
+
+def test_average_weighting_takes_uriel_sources_with_equal_weights(runner, zoo_dir, tmp_path):
+    uriel, average = tmp_path / "uriel", tmp_path / "average"
+    assert _merge(runner, zoo_dir, uriel, "--target-lang", "de-DE", "--num-languages", "4").exit_code == 0
+    assert _merge(runner, zoo_dir, average, "--target-lang", "de-DE", "--num-languages", "4",
+                  "--weighting", "average").exit_code == 0
+    uriel_sources = json.loads((uriel / "merge_details.json").read_text())["sources"]
+    average_sources = json.loads((average / "merge_details.json").read_text())["sources"]
+    assert [s["locale"] for s in average_sources] == [s["locale"] for s in uriel_sources]
+    assert [s["weight"] for s in average_sources] == [0.25] * 4
+    assert len({round(s["weight"], 6) for s in uriel_sources}) > 1
+
+
+def test_average_without_target_uses_every_model(runner, zoo_dir, tmp_path):
+    out = tmp_path / "avg"
+    result = _merge(runner, zoo_dir, out, "--weighting", "average", "--source-langs", "de-DE,nl-NL", "--source-langs", "ja-JP")
+    assert result.exit_code == 0, result.output
+    sources = json.loads((out / "merge_details.json").read_text())["sources"]
+    assert sorted(s["locale"] for s in sources) == ["de-DE", "ja-JP", "nl-NL"]
+    assert all(s["weight"] == pytest.approx(1 / 3) for s in sources)
