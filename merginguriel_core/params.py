@@ -87,9 +87,9 @@ class Param:
             raise ConfigError(f"parameter {self.name}={value} of {owner} is out of range; allowed: {allowed}")
 
 
-def parse_assignments(items: Iterable[str], option: str) -> dict[str, str]:
-    """Parse ``["density=0.5", "t=0.3"]`` (commas also separate) into a dict of raw strings."""
-    result: dict[str, str] = {}
+def parse_pairs(items: Iterable[str], option: str) -> list[tuple[str, str]]:
+    """Parse ``["a=1,b=2", "c=3"]`` (repeated options, commas also separate) into pairs."""
+    pairs = []
     for item in items:
         for part in item.split(","):
             part = part.strip()
@@ -98,7 +98,17 @@ def parse_assignments(items: Iterable[str], option: str) -> dict[str, str]:
             key, sep, value = part.partition("=")
             if not sep or not key.strip():
                 raise ConfigError(f"{option} {part!r} is not KEY=VALUE")
-            result[key.strip()] = value.strip()
+            pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def parse_assignments(items: Iterable[str], option: str) -> dict[str, str]:
+    """Parse ``["density=0.5", "t=0.3"]`` into a dict of raw strings; a key given twice is an error."""
+    result: dict[str, str] = {}
+    for key, value in parse_pairs(items, option):
+        if key in result:
+            raise ConfigError(f"{option} gives {key} twice")
+        result[key] = value
     return result
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import WeightingRequest, WeightResult, Weighting
 from merginguriel_core.languages import MASSIVE_LOCALES, resolve_language
-from merginguriel_core.params import resolve_params
+from merginguriel_core.params import parse_pairs, resolve_params
 from merginguriel_core.similarity import SimilarityMatrix, uriel_similarity_matrix
 
 
@@ -49,24 +49,18 @@ def similarity_matrix_for(request: WeightingRequest) -> SimilarityMatrix:
 def parse_manual_weights(items: Iterable[str]) -> dict[str, float]:
     """Parse ``--weights de-DE=0.5,nl-NL=0.5`` into canonical locale -> weight."""
     weights: dict[str, float] = {}
-    for item in items:
-        for part in item.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            code, sep, value = part.partition("=")
-            if not sep:
-                raise ConfigError(f"--weights entry {part!r} is not LOCALE=WEIGHT")
-            locale = resolve_language(code.strip()).locale
-            try:
-                weight = float(value)
-            except ValueError:
-                raise ConfigError(f"--weights entry {part!r}: {value!r} is not a number") from None
-            if not math.isfinite(weight) or weight < 0:
-                raise ConfigError(f"--weights entry {part!r}: weights must be finite and >= 0")
-            if locale in weights:
-                raise ConfigError(f"--weights names {locale} twice")
-            weights[locale] = weight
+    for code, value in parse_pairs(items, "--weights"):
+        entry = f"{code}={value}"
+        locale = resolve_language(code).locale
+        try:
+            weight = float(value)
+        except ValueError:
+            raise ConfigError(f"--weights entry {entry!r}: {value!r} is not a number") from None
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"--weights entry {entry!r}: weights must be finite and >= 0")
+        if locale in weights:
+            raise ConfigError(f"--weights names {locale} twice")
+        weights[locale] = weight
     return weights
 
 

@@ -175,6 +175,9 @@ def test_label_spaces_must_agree(runner, zoo_copy, tmp_path):
         (("--target-lang", "sw-KE", "--source-langs", "ko-KR"), "--source-langs ko-KR has no model"),
         (("--weighting", "manual", "--weights", "ko-KR=1"), "--weights names ko-KR without an available model"),
         (("--weighting", "uriel",), "weighting 'uriel' needs --target-lang"),
+        (("--weighting", "manual", "--weights", "de-DE=1,deu_Latn=2"), "--weights names de-DE twice"),
+        (("--target-lang", "sw-KE", "--max-shard-size", "lots"), "lots"),
+        (("--target-lang", "sw-KE", "--model-pattern", "models_{lang}"), "--model-pattern 'models_{lang}' must contain {locale}"),
     ],
 )
 def test_bad_input_is_one_line_error(runner, zoo_dir, tmp_path, args, message):
@@ -288,3 +291,13 @@ def test_average_without_target_uses_every_model(runner, zoo_dir, tmp_path):
     sources = json.loads((out / "merge_details.json").read_text())["sources"]
     assert sorted(s["locale"] for s in sources) == ["de-DE", "ja-JP", "nl-NL"]
     assert all(s["weight"] == pytest.approx(1 / 3) for s in sources)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_merge_matches_cpu(runner, zoo_dir, tmp_path):
+    args = ("--weighting", "manual", "--weights", "de-DE=2,sv-SE=1,ja-JP=1")
+    assert _merge(runner, zoo_dir, tmp_path / "cpu", *args, "--device", "cpu").exit_code == 0
+    assert _merge(runner, zoo_dir, tmp_path / "gpu", *args, "--device", "cuda").exit_code == 0
+    cpu, gpu = _state(tmp_path / "cpu"), _state(tmp_path / "gpu")
+    for name in cpu:
+        torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-5, atol=1e-6)

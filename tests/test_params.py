@@ -39,3 +39,8 @@ def test_parse_assignments():
     assert parse_assignments(["density=0.5,t=0.3", "k = 2"], "--param") == {"density": "0.5", "t": "0.3", "k": "2"}
     with pytest.raises(ConfigError, match=r"--param 'density' is not KEY=VALUE"):
         parse_assignments(["density"], "--param")
+
+
+def test_key_given_twice():
+    with pytest.raises(ConfigError, match=r"--param gives t twice"):
+        parse_assignments(["t=0.3", "t=0.4"], "--param")
