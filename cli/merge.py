@@ -37,6 +37,12 @@ def merge(
     include_target: opt.IncludeTarget = False,
     features: opt.Features = opt.DEFAULTS["features"],
     similarity_matrix: opt.SimilarityMatrix = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Labelled data for fisher/regmean: a SIB-200-style folder; each model uses its own language's train split.")] = None,
+    data_file: Annotated[Optional[Path], typer.Option("--data-file", help="Labelled data for fisher/regmean: one CSV/TSV/JSONL (text and label columns) for every model.")] = None,
+    fisher_examples: Annotated[int, typer.Option("--fisher-examples", help="Examples per model for the Fisher information.")] = 256,
+    regmean_examples: Annotated[int, typer.Option("--regmean-examples", help="Examples per model for RegMean's Gram matrices.")] = 256,
+    stats_dir: Annotated[Optional[Path], typer.Option("--stats-dir", help="Where per-model statistics are stored and reused (default ~/.cache/merginguriel/statistics).")] = None,
+    max_length: Annotated[int, typer.Option("--max-length", help="Token limit per example when computing statistics.")] = 128,
     device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="Output dtype of floating tensors: auto (as the sources), float32, float16, bfloat16.")] = "auto",
     chunk_size: Annotated[str, typer.Option("--chunk-size", help="Largest slice of one tensor merged at once, per source (float32 bytes); auto keeps all chunks within a quarter of one model.")] = "auto",
@@ -69,6 +75,10 @@ def merge(
         overwrite=overwrite,
         seed=seed,
         progress=progress,
+        options={
+            "data_dir": data_dir, "data_file": data_file, "fisher_examples": fisher_examples,
+            "regmean_examples": regmean_examples, "stats_dir": stats_dir, "max_length": max_length, "seed": seed,
+        },
         details={
             "target": selection.target,
             "weighting": selection.weighting,

@@ -87,6 +87,8 @@ class Chunk:
     weights: torch.Tensor
     params: Mapping[str, Any]
     generator: torch.Generator | None = None
+    #: What :meth:`MergeStrategy.prepare` returned (e.g. per-model statistics files).
+    prepared: Any = None
 
 
 @dataclass
@@ -103,14 +105,41 @@ class TensorJob:
     params: Mapping[str, Any]
     has_base: bool
     _chunks: Any = field(repr=False, default=None)
+    #: What :meth:`MergeStrategy.prepare` returned.
+    prepared: Any = None
+    #: How many chunks :meth:`chunks` yields (1 means the whole tensor at once, read once).
+    num_chunks: int = 1
 
     def chunks(self) -> Iterator[Chunk]:
         """Yield the tensor's chunks in row order."""
         return self._chunks()
 
 
+@dataclass
+class MergeContext:
+    """What :meth:`MergeStrategy.prepare` may use: the run, before any tensor is merged.
+
+    ``sources`` are :class:`merginguriel_core.merge.SourceModel` (locale, folder, weight);
+    ``options`` holds run options for data-dependent strategies (``data_dir``,
+    ``data_file``, ``fisher_examples``, ``regmean_examples``, ``stats_dir``, ``seed``,
+    ``batch_size``, ``max_length``).
+    """
+
+    sources: list[Any]
+    base: Path | None
+    params: Mapping[str, Any]
+    device: torch.device
+    options: Mapping[str, Any]
+    progress: bool = True
+
+
 class MergeStrategy(ABC):
-    """Merges K aligned source tensors (and optionally a base) into one tensor."""
+    """Merges K aligned source tensors (and optionally a base) into one tensor.
+
+    Chunks may be shared between passes (a tensor that fits one chunk is read once), so
+    ``tensor_statistics`` and ``merge_chunk`` must not modify ``chunk.sources`` or
+    ``chunk.base`` in place.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -118,9 +147,20 @@ class MergeStrategy(ABC):
     params: ClassVar[tuple[Param, ...]] = ()
     #: Whether the strategy needs ``--base-model`` (task vectors are deltas from it).
     needs_base: ClassVar[bool] = False
+    #: Whether the strategy needs labelled data (``--data-dir`` or ``--data-file``).
+    needs_data: ClassVar[bool] = False
 
-    def check(self, params: Mapping[str, Any], num_models: int) -> None:
+    def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
         """Reject a configuration before any weights load (override to add checks)."""
+
+    def prepare(self, context: MergeContext) -> Any:
+        """Optional: compute or load what the whole run needs (e.g. per-model statistics).
+
+        Called once, after the sources are validated and before the first tensor. The
+        result reaches every :class:`TensorJob` and :class:`Chunk` as ``prepared``; if it has
+        a ``close()`` method, the engine calls it at the end.
+        """
+        return None
 
     def tensor_statistics(self, job: TensorJob) -> Any:
         """Optional first pass over ``job.chunks()``; its result goes to :meth:`merge_chunk`."""

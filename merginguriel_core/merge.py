@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
-from merginguriel_core.interfaces import Chunk, MergeStrategy, TensorJob
+from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy, TensorJob
 from merginguriel_core.io import ShardedSafetensorsWriter, TensorSource
 from merginguriel_core.params import resolve_params
 
@@ -64,6 +64,8 @@ class MergeRequest:
     progress: bool = True
     #: Extra facts recorded in merge_details.json (target, weighting, its details, ...).
     details: dict[str, Any] = field(default_factory=dict)
+    #: Options of data-dependent strategies (see :class:`MergeContext`).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,8 +193,10 @@ def _row_ranges(shape: tuple[int, ...], chunk_bytes: int) -> list[tuple[int, int
 class _TensorMerger:
     """Reads aligned chunks of one tensor from every source and feeds the strategy."""
 
-    def __init__(self, request: MergeRequest, readers: list[TensorSource], base: TensorSource | None, device: torch.device):
+    def __init__(self, request: MergeRequest, readers: list[TensorSource], base: TensorSource | None,
+                 device: torch.device, prepared: Any = None):
         self.request, self.readers, self.base, self.device = request, readers, base, device
+        self.prepared = prepared
         total = sum(s.weight for s in request.sources)
         self.weights = torch.tensor([s.weight / total for s in request.sources], dtype=torch.float32, device=device)
 
@@ -200,10 +204,10 @@ class _TensorMerger:
         tensor = reader.get(name) if scalar else reader.get_rows(name, start, stop)
         return tensor.to(device=self.device, dtype=torch.float32, non_blocking=True)
 
-    def chunks(self, name: str, shape: tuple[int, ...]) -> Iterator[Chunk]:
+    def chunks(self, name: str, shape: tuple[int, ...], ranges: list[tuple[int, int]]) -> Iterator[Chunk]:
         scalar = len(shape) == 0
         has_base = self.base is not None and name in self.base
-        for start, stop in _row_ranges(shape, self.request.chunk_bytes):
+        for start, stop in ranges:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(_seed_for(self.request.seed, name, start))
             yield Chunk(
@@ -215,16 +219,34 @@ class _TensorMerger:
                 weights=self.weights,
                 params=self.request.params,
                 generator=generator,
+                prepared=self.prepared,
             )
 
     def job(self, name: str, shape: tuple[int, ...]) -> TensorJob:
+        """A job whose chunks stream from disk; a tensor that fits one chunk is read once."""
+        ranges = _row_ranges(shape, self.request.chunk_bytes)
+        if len(ranges) == 1:
+            cached: list[Chunk] = []
+
+            def chunks() -> Iterator[Chunk]:
+                if not cached:
+                    cached.extend(self.chunks(name, shape, ranges))
+                else:  # a fresh generator state, so every pass sees the same random draws
+                    cached[0].generator.manual_seed(_seed_for(self.request.seed, name, cached[0].start))
+                return iter(cached)
+        else:
+            def chunks() -> Iterator[Chunk]:
+                return self.chunks(name, shape, ranges)
+
         return TensorJob(
             name=name,
             shape=shape,
             weights=self.weights,
             params=self.request.params,
             has_base=self.base is not None and name in self.base,
-            _chunks=lambda: self.chunks(name, shape),
+            _chunks=chunks,
+            prepared=self.prepared,
+            num_chunks=len(ranges),
         )
 
 
@@ -324,6 +346,7 @@ def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folde
                     else:
                         writer.write_rows(name, merged)
                     del chunk, merged  # free this chunk before the next one is read
+                del job, statistics
             nbytes = first.info(name).nbytes
             written += nbytes
             bar.update(nbytes)
@@ -347,6 +370,7 @@ def _details(request: MergeRequest, device: torch.device, copied: list[str], ten
             "dtype": request.dtype,
             "seed": request.seed,
             "chunk_bytes": request.chunk_bytes,
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in request.options.items() if v is not None},
             "tensors": tensors,
             "bytes": nbytes,
             "seconds": round(seconds, 3),
@@ -362,9 +386,14 @@ def check_plan(request: MergeRequest) -> dict[str, Any]:
     """Check everything that needs no model files; return the strategy's resolved params."""
     check_weights(request.sources)
     params = resolve_params(request.strategy.params, request.params, f"strategy {request.strategy.name!r}")
-    request.strategy.check(params, len(request.sources))
+    request.strategy.check(params, len(request.sources), request.options)
     if request.strategy.needs_base and request.base is None:
         raise ConfigError(f"strategy {request.strategy.name!r} needs a base model; pass --base-model PATH_OR_HUB_ID")
+    if request.strategy.needs_data and not (request.options.get("data_dir") or request.options.get("data_file")):
+        raise ConfigError(
+            f"strategy {request.strategy.name!r} needs labelled data; pass --data-dir DIR (SIB-200 layout, "
+            f"each model's own training split) or --data-file FILE (CSV/TSV/JSONL with text and label columns)"
+        )
     if request.dtype != "auto" and request.dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {request.dtype!r}; allowed: auto, {', '.join(DTYPES)}")
     if request.chunk_bytes is not None and request.chunk_bytes <= 0:
@@ -405,10 +434,17 @@ def run_merge(request: MergeRequest) -> MergeSummary:
         layout = [(name, out_dtype[name], readers[0].info(name).shape) for name in names]
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{request.output.name}.tmp-", dir=request.output.parent))
         try:
-            merger = _TensorMerger(request, readers, base, device)
+            prepared = request.strategy.prepare(
+                MergeContext(request.sources, request.base, request.params, device, request.options, request.progress)
+            )
+            if hasattr(prepared, "close"):
+                stack.callback(prepared.close)
+            merger = _TensorMerger(request, readers, base, device, prepared)
             bytes_written = _merge_all(request, merger, layout, tmp_dir)
             copied = _copy_side_files(request.sources[0].path, tmp_dir)
             details = _details(request, device, copied, len(layout), bytes_written, time.perf_counter() - started)
+            if hasattr(prepared, "describe"):
+                details["statistics"] = prepared.describe()
             _write_atomically(tmp_dir / "merge_details.json", json.dumps(details, indent=2) + "\n")
             _write_atomically(tmp_dir / "merge_details.txt", _details_text(details))
             _place(tmp_dir, request.output)

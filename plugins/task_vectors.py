@@ -1,0 +1,175 @@
+"""Built-in task-vector strategies: one configurable class covers the family.
+
+Every member computes task vectors δᵢ = θᵢ − θ_base, optionally sparsifies each one
+(magnitude top-k, random drop, magnitude band, magnitude-ranked sampling), optionally keeps
+only entries that agree with an elected sign, combines them with the per-model weights wᵢ,
+and adds the result, scaled by λ (``scaling``), back to the base:
+
+| strategy          | sparsification                      | combination                      |
+|-------------------|-------------------------------------|----------------------------------|
+| task_arithmetic   | none                                | Σ wᵢ δᵢ                          |
+| ties              | top ``density`` by magnitude        | sign election, weighted disjoint mean |
+| dare_linear       | random drop, rescale 1/density      | Σ wᵢ δ̃ᵢ                          |
+| dare_ties         | random drop, rescale 1/density      | sign election, weighted disjoint mean |
+| breadcrumbs       | drop top ``gamma`` and the smallest | Σ wᵢ δ̃ᵢ                          |
+| breadcrumbs_ties  | drop top ``gamma`` and the smallest | sign election, weighted disjoint mean |
+| della             | MagPrune sampling, rescale 1/p      | sign election, weighted disjoint mean |
+| della_linear      | MagPrune sampling, rescale 1/p      | Σ wᵢ δ̃ᵢ                          |
+
+A tensor the base model lacks (e.g. a freshly initialised classifier head) has no task
+vector: it is merged by weighted average.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from merginguriel_core import hookimpl
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.interfaces import Chunk, MergeStrategy, TensorJob
+from merginguriel_core.params import Param
+from merginguriel_plugins import tensor_maths as tm
+from merginguriel_plugins.magnitude_select import kth_largest
+
+SCALING = Param("scaling", float, 1.0, "λ: multiplies the combined task vector before it is added to the base", minimum=0.0)
+
+
+def _density(default: float, meaning: str) -> Param:
+    return Param("density", float, default, meaning, minimum=0.0, min_inclusive=False, maximum=1.0)
+
+
+@dataclass(frozen=True)
+class _Thresholds:
+    """Per-model magnitude band [low, high) of one tensor."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+
+class TaskVectorStrategy(MergeStrategy):
+    """A member of the task-vector family, configured by sparsification and consensus."""
+
+    needs_base = True
+
+    def __init__(self, name: str, description: str, reference: str, sparsification: str | None,
+                 consensus: bool, params: tuple[Param, ...]):
+        self.name = name
+        self.description = description
+        self.reference = reference
+        self.sparsification = sparsification
+        self.consensus = consensus
+        self.params = (*params, SCALING)
+
+    def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
+        if self.sparsification == "della":
+            density, epsilon = params["density"], params["epsilon"]
+            if not (density - epsilon > 0 and density + epsilon <= 1):
+                raise ConfigError(
+                    f"strategy {self.name!r}: density ± epsilon must lie in (0, 1], got density={density}, "
+                    f"epsilon={epsilon}"
+                )
+
+    # ---------------------------------------------------------------- first pass
+    def tensor_statistics(self, job: TensorJob) -> _Thresholds | None:
+        if not job.has_base or self.sparsification not in ("magnitude", "breadcrumbs"):
+            return None
+        numel = math.prod(job.shape) if job.shape else 1
+        k = len(job.weights)
+        density = job.params["density"]
+        keep = max(1, int(round(density * numel)))
+
+        def magnitudes():
+            for chunk in job.chunks():
+                yield [(source - chunk.base).abs() for source in chunk.sources]
+
+        if self.sparsification == "magnitude":
+            low = kth_largest(magnitudes, [(i, keep) for i in range(k)])
+            return _Thresholds(torch.tensor(low), torch.full((k,), math.inf))
+        top = int(job.params["gamma"] * numel)
+        top = max(0, min(top, numel - keep))
+        values = kth_largest(magnitudes, [(i, r) for i in range(k) for r in (top, top + keep)])
+        high, low = torch.tensor(values[0::2]), torch.tensor(values[1::2])
+        # Never let the band drop every non-zero entry (ties at the top, or a delta whose
+        # few non-zero entries are all "outliers"): then keep the outliers too.
+        kept_nonzero = torch.zeros(k, dtype=torch.int64)
+        for chunk_magnitudes in magnitudes():
+            for i, m in enumerate(chunk_magnitudes):
+                kept_nonzero[i] += int(((m >= low[i]) & (m < high[i]) & (m > 0)).sum())
+        high = torch.where(kept_nonzero > 0, high, torch.full_like(high, math.inf))
+        return _Thresholds(low, high)
+
+    # ---------------------------------------------------------------- merge pass
+    def merge_chunk(self, chunk: Chunk, statistics: _Thresholds | None) -> torch.Tensor:
+        if chunk.base is None:
+            return tm.weighted_average(chunk.sources, chunk.weights)
+        deltas = torch.stack([source - chunk.base for source in chunk.sources])
+        params = chunk.params
+        if self.sparsification in ("magnitude", "breadcrumbs"):
+            low, high = statistics.low.to(deltas.device), statistics.high.to(deltas.device)
+            deltas = deltas * tm.magnitude_band_mask(deltas, low, high)
+        elif self.sparsification == "random":
+            density = params["density"]
+            mask = tm.dare_mask(deltas.shape, density, chunk.generator, deltas.device)
+            deltas = deltas * mask / (density if params["rescale"] else 1.0)
+        elif self.sparsification == "della":
+            probabilities = tm.della_keep_probabilities(deltas, params["density"], params["epsilon"])
+            draws = torch.rand(deltas.shape, generator=chunk.generator, device=deltas.device)
+            deltas = torch.where(draws < probabilities, deltas / probabilities, 0.0)
+        if self.consensus:
+            sign = tm.elect_sign(deltas, chunk.weights)
+            agree = (deltas != 0) & (torch.sign(deltas) == sign)
+            combined = tm.disjoint_weighted_mean(deltas, chunk.weights, agree)
+        else:
+            combined = tm.weighted_sum(deltas, chunk.weights)
+        return chunk.base + params["scaling"] * combined
+
+
+RESCALE = Param("rescale", bool, True, "divide surviving entries by density (DARE's rescaling)")
+GAMMA = Param("gamma", float, 0.01, "fraction of the largest-magnitude entries dropped as outliers",
+              minimum=0.0, maximum=1.0, max_inclusive=False)
+EPSILON = Param("epsilon", float, 0.15, "spread of keep probabilities around density, by magnitude rank",
+                minimum=0.0, min_inclusive=False, maximum=0.5)
+
+STRATEGIES = (
+    TaskVectorStrategy(
+        "task_arithmetic", "θ_base + λ·Σ wᵢ(θᵢ − θ_base): weighted task arithmetic.",
+        "https://arxiv.org/abs/2212.04089", None, False, ()),
+    TaskVectorStrategy(
+        "ties", "TIES: trim each task vector to its top-density magnitudes, elect signs, weighted disjoint mean.",
+        "https://arxiv.org/abs/2306.01708", "magnitude", True,
+        (_density(0.2, "fraction of each task vector kept, by magnitude"),)),
+    TaskVectorStrategy(
+        "dare_linear", "DARE: drop task-vector entries with probability 1 − density, rescale, weighted sum.",
+        "https://arxiv.org/abs/2311.03099", "random", False,
+        (_density(0.5, "probability that an entry of a task vector survives"), RESCALE)),
+    TaskVectorStrategy(
+        "dare_ties", "DARE drop-and-rescale, then TIES sign election and weighted disjoint mean.",
+        "https://arxiv.org/abs/2311.03099", "random", True,
+        (_density(0.5, "probability that an entry of a task vector survives"), RESCALE)),
+    TaskVectorStrategy(
+        "breadcrumbs", "Model Breadcrumbs: drop each task vector's largest (gamma) and smallest entries, weighted sum.",
+        "https://arxiv.org/abs/2312.06795", "breadcrumbs", False,
+        (_density(0.9, "fraction of each task vector kept, below the gamma outliers"), GAMMA)),
+    TaskVectorStrategy(
+        "breadcrumbs_ties", "Model Breadcrumbs masks, then TIES sign election and weighted disjoint mean.",
+        "https://arxiv.org/abs/2312.06795", "breadcrumbs", True,
+        (_density(0.9, "fraction of each task vector kept, below the gamma outliers"), GAMMA)),
+    TaskVectorStrategy(
+        "della", "DELLA: MagPrune (keep probability grows with magnitude rank), rescale 1/p, elect signs, fuse.",
+        "https://arxiv.org/abs/2406.11617", "della", True,
+        (_density(0.7, "mean keep probability of a task-vector entry"), EPSILON)),
+    TaskVectorStrategy(
+        "della_linear", "DELLA's MagPrune sampling and rescaling, then a weighted sum (no sign election).",
+        "https://arxiv.org/abs/2406.11617", "della", False,
+        (_density(0.7, "mean keep probability of a task-vector entry"), EPSILON)),
+)
+
+
+@hookimpl
+def register_strategies(register):
+    for strategy in STRATEGIES:
+        register(strategy)
