@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+
 import typer
 from typer.core import TyperGroup
 
 from merginguriel_core.errors import MergingUrielError
-from merginguriel_core.plugins import get_registry
+from merginguriel_core.plugins import add_plugin_commands, get_registry
 
 
 class _MuGroup(TyperGroup):
@@ -36,12 +38,21 @@ def _add_commands() -> None:
 
     for module in (merge, similarity, plugins, demo):
         module.register(app)
-    get_registry().manager.hook.register_commands(app=app)
+    add_plugin_commands(get_registry(), app)
 
 
 _add_commands()
 
 
 def main() -> None:
-    """Console-script entry point of ``mu``."""
+    """Console-script entry point of ``mu``.
+
+    SIGTERM is turned into an exception, so an interrupted merge removes its temporary
+    folder like on Ctrl-C.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
     app()
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from merginguriel_core.errors import ConfigError
 from merginguriel_core.io import parse_size
 from merginguriel_core.merge import MergeRequest, SourceModel, check_plan, run_merge
 from merginguriel_core.models import resolve_location
@@ -62,6 +63,8 @@ def merge(
         weighting_params=weighting_param, models=models, model_pattern=model_pattern,
         registry=registry, model=model,
     )
+    if base_model is None and strategy_plugin.needs_base:
+        base_model = _default_base([locale for locale, _ in selection.result.weights], refs)
     request = MergeRequest(
         sources=[SourceModel(locale, Path(refs[locale].location), weight) for locale, weight in selection.result.weights],
         strategy=strategy_plugin,
@@ -91,10 +94,11 @@ def merge(
     if dry_run:
         typer.echo("Dry run: nothing merged.")
         return
-    request.sources = [
-        SourceModel(s.locale, resolve_location(refs[s.locale].location), s.weight) for s in request.sources
-    ]
-    request.base = resolve_location(base_model) if base_model else None
+    request.sources = [_fetched(s, refs[s.locale].location) for s in request.sources]
+    if base_model:
+        request.base = resolve_location(base_model)
+        if str(request.base) != base_model:
+            request.details["base_model_origin"] = base_model
     summary = run_merge(request)
     typer.echo(
         f"Merged {summary.tensors} tensors ({summary.bytes_written / 1e6:.1f} MB per model) with "
@@ -102,6 +106,25 @@ def merge(
     )
     if json_out:
         typer.echo(json.dumps(summary.details, indent=2))
+
+
+def _fetched(source: SourceModel, location: str) -> SourceModel:
+    """The source with a local folder (a hub snapshot for hub ids), remembering its origin."""
+    path = resolve_location(location)
+    return SourceModel(source.locale, path, source.weight, None if str(path) == location else location)
+
+
+def _default_base(selected: list[str], refs) -> Optional[str]:
+    """The registry's base_model when every selected source names the same one."""
+    bases = {refs[locale].base_model for locale in selected}
+    if len(bases) == 1:
+        return bases.pop()
+    if None not in bases:
+        raise ConfigError(
+            f"the selected sources name different base models in the registry ({', '.join(sorted(bases))}); "
+            f"pass --base-model"
+        )
+    return None
 
 
 def register(app: typer.Typer) -> None:

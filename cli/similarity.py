@@ -40,8 +40,10 @@ def similarity(
     check_selection_options(top_k, sinkhorn_iters, num_languages)
     if target_lang is None and export is None:
         raise ConfigError("give --target-lang to see neighbours, or --export PATH to write the matrix")
-    if export is not None and export.exists():
+    if export is not None and (export.exists() or export.is_symlink()):
         raise ConfigError(f"--export {export} already exists; choose another path")
+    if export is not None and not export.parent.is_dir():
+        raise ConfigError(f"the folder {export.parent} for --export does not exist")
     given_models = models is not None or registry is not None or bool(model)
     available = list(collect_models(models, model_pattern, registry, model or ())) if given_models else []
     target = resolve_language(target_lang).locale if target_lang else None
@@ -78,7 +80,7 @@ def similarity(
     ]
     if json_out:
         typer.echo(json.dumps({"target": target, "features": features, "neighbours": rows,
-                               "selected": trace.selected}, indent=2))
+                               "selected": trace.selected, "notes": trace.notes}, indent=2))
         return
     source = f"--similarity-matrix {similarity_matrix}" if similarity_matrix else f"URIEL {features}"
     typer.echo(f"Target {target} ({resolve_language(target).name}); similarity from {source}; "
@@ -91,6 +93,8 @@ def similarity(
             f"{row['weight']:>7.4f}"
         )
     typer.echo("Selected: " + ", ".join(f"{locale} {weight:.4f}" for locale, weight in trace.selected))
+    for note in trace.notes:
+        typer.echo(f"Note: {note}", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,9 @@
 
 MergingUriel meets three code systems: MASSIVE 1.1 locales (``sw-KE``), FLORES-200 codes as
 used by SIB-200 folder names (``swh_Latn``) and ISO 639-3 codes (``swh``), which lang2vec
-uses for URIEL vectors. :func:`resolve_language` maps any of them (and ISO 639-1 codes such
+uses for URIEL vectors. The 52 MASSIVE languages are tabled here; any other language is
+accepted by its ISO 639-3 code or FLORES-200 code (``yor``, ``yor_Latn``) and keyed by
+its ISO 639-3 code. :func:`resolve_language` maps any of them (and ISO 639-1 codes such
 as ``sw``) to the same :class:`Language`, whose ``locale`` is the canonical key used
 everywhere else (similarity matrices, model registries, reports).
 
@@ -17,6 +19,7 @@ with those vectors does the seed's weighting reproduce its published behaviour (
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -29,7 +32,7 @@ class Language:
 
     Attributes:
         locale: the canonical key: the MASSIVE 1.1 locale where one exists (``"sw-KE"``),
-            else the FLORES-200 code, else the ISO 639-3 code.
+            else the ISO 639-3 code (``"yor"``, also for ``yor_Latn``).
         iso639_3: the ISO 639-3 code whose URIEL vector lang2vec provides for it.
         flores: the FLORES-200 code used by SIB-200 folder names, or ``None``.
         name: the English name.
@@ -129,6 +132,33 @@ def _lookup() -> dict[str, tuple[str, Language]]:
     return table
 
 
+_FLORES = re.compile(r"^([a-z]{3})-([a-z]{4})$")
+
+
+@cache
+def _other_language(key: str) -> Language | None:
+    """A language outside the MASSIVE table, named by its ISO 639-3 or FLORES-200 code.
+
+    Its canonical locale is the ISO 639-3 code, so ``yor`` and ``yor_Latn`` are one
+    language; a FLORES code also records its script. Names come from ISO 639 (iso639-lang).
+    """
+    from iso639 import Lang
+    from iso639.exceptions import InvalidLanguageValue
+
+    match = _FLORES.match(key)
+    iso, script = (match.group(1), match.group(2)) if match else (key, None)
+    if not re.fullmatch(r"[a-z]{3}", iso):
+        return None
+    try:
+        language = Lang(iso)
+    except InvalidLanguageValue:
+        return None
+    if language.pt3 != iso:  # e.g. a 639-2/B code: use the 639-3 spelling
+        return None
+    flores = f"{iso}_{script.capitalize()}" if script else None
+    return Language(locale=iso, iso639_3=iso, flores=flores, name=language.name)
+
+
 def known_codes() -> list[str]:
     """Return every accepted code in its usual spelling, sorted (locales, FLORES, ISO)."""
     return sorted(display for display, _ in _lookup().values())
@@ -148,6 +178,9 @@ def resolve_language(code: str) -> Language:
     found = _lookup().get(key)
     if found is not None:
         return found[1]
+    other = _other_language(key)
+    if other is not None:
+        return other
     table = _lookup()
     close = difflib.get_close_matches(key, list(table), n=4, cutoff=0.6)
     hint = f"; did you mean: {', '.join(table[match][0] for match in close)}?" if close else ""

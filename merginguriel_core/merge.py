@@ -19,7 +19,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -42,6 +42,8 @@ class SourceModel:
     locale: str
     path: Path
     weight: float
+    #: Where the model came from when that is not ``path`` (a hub id), for the record.
+    origin: str | None = None
 
 
 @dataclass
@@ -93,8 +95,26 @@ def resolve_device(device: str) -> torch.device:
     raise ConfigError(f"unknown --device {device!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``; refuse a missing parent folder."""
+def check_output(output: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
+    """Refuse an output that would clobber something: an existing folder (unless
+    ``overwrite``), a symbolic link, the current folder or one above it, or any folder that
+    is, holds or lies inside one of the ``inputs`` (source and base models), whatever
+    ``overwrite`` says."""
+    if str(output).strip() in ("", ".") or not output.name or output.name in (".", ".."):
+        raise ConfigError(f"--output {str(output)!r} must name a new folder, not the current or a parent folder")
+    if output.is_symlink():
+        raise ConfigError(f"output {output} is a symbolic link; give a real folder path")
+    resolved = output.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise ConfigError(f"--output {output} is the current folder or one above it; choose a new folder")
+    for source in inputs:
+        if not Path(source).exists():
+            continue
+        model = Path(source).resolve()
+        if resolved == model or model in resolved.parents or resolved in model.parents:
+            raise ConfigError(
+                f"--output {output} would overwrite or sit inside the input model {source}; choose another folder"
+            )
     if output.exists() and not overwrite:
         raise ConfigError(f"output {output} already exists; pass --overwrite to replace it")
     if output.exists() and not output.is_dir():
@@ -336,10 +356,7 @@ def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folde
                             f"for {name} rows {chunk.start}:{chunk.stop}, expected {list(expected)}"
                         )
                     if not bool(torch.isfinite(merged).all()):
-                        raise ConfigError(
-                            f"strategy {request.strategy.name!r} produced non-finite values in {name}; "
-                            f"check the weights and parameters"
-                        )
+                        _explain_non_finite(request, chunk, name)
                     merged = merged.to(dtype).cpu()
                     if len(shape) == 0:
                         writer.write(name, merged.reshape(()))
@@ -353,6 +370,18 @@ def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folde
     return written
 
 
+def _explain_non_finite(request: MergeRequest, chunk: Chunk, name: str) -> None:
+    """Raise an error naming the model whose tensor holds NaN/inf, else the strategy."""
+    for source, tensor in zip(request.sources, chunk.sources):
+        if not bool(torch.isfinite(tensor).all()):
+            raise TensorFileError(f"tensor {name} of model {source.locale} ({source.path}) holds NaN or inf values")
+    if chunk.base is not None and not bool(torch.isfinite(chunk.base).all()):
+        raise TensorFileError(f"tensor {name} of the base model {request.base} holds NaN or inf values")
+    raise ConfigError(
+        f"strategy {request.strategy.name!r} produced non-finite values in {name}; check the weights and parameters"
+    )
+
+
 def _details(request: MergeRequest, device: torch.device, copied: list[str], tensors: int, nbytes: int,
              seconds: float) -> dict[str, Any]:
     total = sum(s.weight for s in request.sources)
@@ -364,7 +393,9 @@ def _details(request: MergeRequest, device: torch.device, copied: list[str], ten
             "params": dict(request.params),
             "base_model": str(request.base) if request.base is not None else None,
             "sources": [
-                {"locale": s.locale, "path": str(s.path), "weight": s.weight / total} for s in request.sources
+                {"locale": s.locale, "path": str(s.path), "weight": s.weight / total,
+                 **({"origin": s.origin} if s.origin else {})}
+                for s in request.sources
             ],
             "device": str(device),
             "dtype": request.dtype,
@@ -399,7 +430,8 @@ def check_plan(request: MergeRequest) -> dict[str, Any]:
     if request.chunk_bytes is not None and request.chunk_bytes <= 0:
         raise ConfigError(f"--chunk-size must be positive, got {request.chunk_bytes}")
     resolve_device(request.device)
-    check_output(request.output, request.overwrite)
+    inputs = [s.path for s in request.sources] + ([request.base] if request.base is not None else [])
+    check_output(request.output, request.overwrite, inputs)
     return params
 
 

@@ -160,4 +160,6 @@ def resolve_location(location: str) -> Path:
         return Path(snapshot_download(location, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # offline, unknown repo, auth: all one message
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot fetch hub model {location!r}: {first_line}") from None
+        raise ModelError(
+            f"cannot fetch hub model {location!r} (no local folder of that name either): {first_line}"
+        ) from None

@@ -154,13 +154,31 @@ def load_plugins(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
 
 
 def _load_one(registry: Registry, candidate: _Candidate) -> None:
+    earlier = next((r for r in registry.records if r.name == candidate.name), None)
     record = PluginRecord(candidate.name, candidate.module, candidate.distribution, candidate.version)
     registry.records.append(record)
+    if earlier is not None:
+        record.error = (
+            f"plugin name {candidate.name!r} of {candidate.distribution or 'no distribution'} ({candidate.module}) "
+            f"is already taken by {earlier.distribution or 'no distribution'} ({earlier.module}); the second was refused"
+        )
+        return
     try:
         plugin = candidate.load()
         registry.manager.register(plugin, name=candidate.name)
     except Exception as exc:  # a broken plugin must not break the others
-        record.error = f"{type(exc).__name__}: {exc}"
+        record.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return
+    unknown = sorted(
+        name for name in dir(registry.manager.hook)
+        if not name.startswith("_")
+        and not getattr(registry.manager.hook, name).has_spec()
+        and any(impl.plugin_name == candidate.name for impl in getattr(registry.manager.hook, name).get_hookimpls())
+    )
+    if unknown:
+        registry.manager.unregister(name=candidate.name)
+        known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+        record.error = f"implements unknown hook {unknown[0]}; known hooks: {known}"
         return
     record.hooks = sorted(
         hook.name for hook in registry.manager.get_hookcallers(plugin) or () if hook.name.startswith("register_")
@@ -202,6 +220,32 @@ def _check_conflicts(registry: Registry, candidate: _Candidate, provided: list[t
         if (kind, name) in seen:
             raise PluginError(f"plugin {candidate.name!r} registers {kind} {name!r} twice")
         seen.add((kind, name))
+
+
+def add_plugin_commands(registry: Registry, app: Any) -> None:
+    """Call each plugin's ``register_commands`` on its own, after the built-in commands.
+
+    A plugin that raises, or adds a command whose name is already taken, is marked broken
+    and its commands are removed; the other plugins and the built-ins keep working.
+    """
+    for impl in registry.manager.hook.register_commands.get_hookimpls():
+        record = registry.record(impl.plugin_name)
+        before = list(app.registered_commands), list(app.registered_groups)
+        taken = {_command_name(c) for c in before[0]} | {g.name for g in before[1] if g.name}
+        try:
+            impl.function(app=app)
+            added = [c for c in app.registered_commands if c not in before[0]]
+            clash = sorted({_command_name(c) for c in added} & taken)
+            if clash:
+                raise PluginError(f"command {clash[0]!r} is already provided; the plugin's commands were refused")
+            record.provides += [("command", _command_name(c)) for c in added]
+        except Exception as exc:
+            app.registered_commands[:], app.registered_groups[:] = before
+            record.error = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+
+
+def _command_name(command: Any) -> str:
+    return command.name or command.callback.__name__.replace("_", "-")
 
 
 _REGISTRY: Registry | None = None

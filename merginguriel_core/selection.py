@@ -1,6 +1,7 @@
 """From options to chosen sources: the similarity matrix a weighting works on, and the
-one entry point (:func:`select_sources`) that ``mu merge``, ``mu similarity`` and later
-``mu ensemble`` share, so the same options always give the same weights."""
+one entry point (:func:`select_sources`) that ``mu merge`` (and the ensemble commands)
+use, so the same options always give the same weights. ``mu similarity`` shows the same
+uriel computation step by step, from the same :func:`similarity_matrix_for`."""
 
 from __future__ import annotations
 
@@ -97,6 +98,9 @@ def select_sources(
     available_set = [resolve_language(code).locale for code in available]
     if source_langs:
         wanted = [resolve_language(code).locale for code in source_langs]
+        repeated = sorted({code for code in wanted if wanted.count(code) > 1})
+        if repeated:
+            raise ConfigError(f"--source-langs names {', '.join(repeated)} more than once (aliases count as the same language)")
         missing = [code for code in wanted if code not in available_set]
         if missing:
             raise ConfigError(
@@ -124,12 +128,18 @@ def select_sources(
     )
     result = weighting.compute(request)
     _check_result(weighting.name, result, set(available_set))
+    unused = [code for code in available_set if code not in dict(result.weights)]
+    if unused and source_langs:
+        result.notes.append(f"not used (weight 0 or beyond --num-languages): {', '.join(unused)}")
     return Selection(weighting.name, target_locale, result, request)
 
 
 def _check_result(name: str, result: WeightResult, available: set[str]) -> None:
     if not result.weights:
         raise ConfigError(f"weighting {name!r} selected no source models")
+    chosen = [locale for locale, _ in result.weights]
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"weighting {name!r} selected a language twice: {', '.join(chosen)}")
     for locale, weight in result.weights:
         if locale not in available:
             raise ConfigError(f"weighting {name!r} selected {locale}, which has no available model")

@@ -40,13 +40,7 @@ class UrielWeighting(Weighting):
                 locale: float(trace.raw[trace.locales.index(locale)]) for locale, _ in trace.selected
             },
         }
-        notes = []
-        if len(trace.selected) < request.num_languages:
-            notes.append(
-                f"only {len(trace.selected)} source(s) with a model and non-zero weight; "
-                f"--num-languages asked for {request.num_languages}"
-            )
-        return WeightResult(list(trace.selected), details, trace, notes)
+        return WeightResult(list(trace.selected), details, trace, list(trace.notes))
 
 
 @hookimpl

@@ -102,3 +102,15 @@ def test_console_script_error_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().startswith("Error: unknown language code 'xx-XX'")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_export_to_missing_folder(runner, tmp_path):
+    result = run_cli(runner, "similarity", "--export", tmp_path / "nowhere" / "sim.csv")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: the folder {tmp_path / 'nowhere'} for --export does not exist"
+
+
+def test_similarity_for_a_language_outside_massive(runner):
+    result = run_cli(runner, "similarity", "--target-lang", "yor_Latn", "--json")
+    data = json.loads(result.output)
+    assert data["target"] == "yor" and len(data["selected"]) == 5

@@ -176,7 +176,10 @@ def test_label_spaces_must_agree(runner, zoo_copy, tmp_path):
         (("--weighting", "manual", "--weights", "ko-KR=1"), "--weights names ko-KR without an available model"),
         (("--weighting", "uriel",), "weighting 'uriel' needs --target-lang"),
         (("--weighting", "manual", "--weights", "de-DE=1,deu_Latn=2"), "--weights names de-DE twice"),
-        (("--target-lang", "sw-KE", "--max-shard-size", "lots"), "lots"),
+        (("--weighting", "average", "--source-langs", "de-DE,deu,nl-NL"), "--source-langs names de-DE more than once"),
+        (("--weighting", "manual", "--target-lang", "sw-KE", "--weights", "sw-KE=1"),
+         "--weights names the target sw-KE, whose own model is excluded; pass --include-target to use it"),
+        (("--target-lang", "sw-KE", "--max-shard-size", "lots"), "invalid size 'lots': expected a positive byte count"),
         (("--target-lang", "sw-KE", "--model-pattern", "models_{lang}"), "--model-pattern 'models_{lang}' must contain {locale}"),
     ],
 )
@@ -301,3 +304,100 @@ def test_gpu_merge_matches_cpu(runner, zoo_dir, tmp_path):
     cpu, gpu = _state(tmp_path / "cpu"), _state(tmp_path / "gpu")
     for name in cpu:
         torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-5, atol=1e-6)
+
+
+def _zoo_fingerprint(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["models", "parent", "source", "inside-source"])
+def test_output_never_clobbers_inputs(runner, zoo_copy, tmp_path, where):
+    before = _zoo_fingerprint(zoo_copy)
+    source = zoo_copy / PATTERN.format(locale="nl-NL")
+    out = {"models": zoo_copy, "parent": tmp_path, "source": source, "inside-source": source / "merged"}[where]
+    result = _merge(runner, zoo_copy, out, "--target-lang", "de-DE", "--overwrite")
+    assert result.exit_code != 0
+    assert "would overwrite or sit inside the input model" in _single_error_line(result)
+    assert _zoo_fingerprint(zoo_copy) == before
+
+
+def test_output_symlink_and_dot_refused(runner, zoo_dir, tmp_path, monkeypatch):
+    link = tmp_path / "dangling"
+    link.symlink_to(tmp_path / "nowhere")
+    result = _merge(runner, zoo_dir, link, "--target-lang", "de-DE")
+    assert "is a symbolic link" in _single_error_line(result) and not (tmp_path / "nowhere").exists()
+    monkeypatch.chdir(tmp_path)
+    result = _merge(runner, zoo_dir, ".", "--target-lang", "de-DE", "--overwrite")
+    assert "must name a new folder" in _single_error_line(result)
+
+
+def test_interrupted_merge_leaves_nothing(zoo_dir, tmp_path):
+    """An interruption (Ctrl-C, or SIGTERM, which `mu` turns into SystemExit) removes the temporary folder."""
+    from merginguriel_cli.main import _terminate
+    from merginguriel_core.interfaces import MergeStrategy
+    from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
+
+    class Interrupted(MergeStrategy):
+        name, description = "interrupted", "raises like a SIGTERM half-way"
+        calls = 0
+
+        def merge_chunk(self, chunk, statistics):
+            Interrupted.calls += 1
+            if Interrupted.calls == 5:
+                _terminate(15, None)
+            return chunk.sources[0]
+
+    out = tmp_path / "merged"
+    with pytest.raises(SystemExit) as stop:
+        run_merge(MergeRequest([SourceModel("de-DE", zoo_dir / PATTERN.format(locale="de-DE"), 1.0)],
+                               Interrupted(), out, progress=False))
+    assert stop.value.code == 143
+    assert not out.exists() and _no_leftovers(tmp_path, "merged")
+
+
+def test_nan_in_a_source_is_named(runner, zoo_copy, tmp_path):
+    path = zoo_copy / PATTERN.format(locale="nl-NL") / "model.safetensors"
+    state = load_file(path)
+    state["classifier.dense.weight"][0, 0] = float("nan")
+    save_file(state, path)
+    result = _merge(runner, zoo_copy, tmp_path / "m", "--weighting", "manual", "--weights", "nl-NL=1,de-DE=1")
+    assert "tensor classifier.dense.weight of model nl-NL" in _single_error_line(result)
+    assert "holds NaN or inf values" in result.output and not (tmp_path / "m").exists()
+
+
+def test_huge_manual_weights_are_normalised(runner, zoo_dir, tmp_path):
+    out = tmp_path / "m"
+    assert _merge(runner, zoo_dir, out, "--weighting", "manual", "--weights", "de-DE=1e308,nl-NL=1e308").exit_code == 0
+    assert [s["weight"] for s in json.loads((out / "merge_details.json").read_text())["sources"]] == [0.5, 0.5]
+
+
+def test_matrix_without_a_source_says_so(runner, zoo_dir, tmp_path):
+    matrix = tmp_path / "small.csv"
+    codes = ["de-DE", "nl-NL", "af-ZA", "sw-KE"]
+    rows = [",".join(["", *codes])] + [",".join([a, *("1.0" if a == b else "0.8" for b in codes)]) for a in codes]
+    matrix.write_text("\n".join(rows) + "\n")
+    result = _merge(runner, zoo_dir, tmp_path / "m", "--target-lang", "sw-KE", "--similarity-matrix", matrix,
+                    "--source-langs", "de-DE,nl-NL,ja-JP", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "Note: source ja-JP is not in the similarity matrix; skipped" in result.output
+
+
+def test_target_outside_massive(runner, zoo_dir, tmp_path):
+    out = tmp_path / "yoruba"
+    result = _merge(runner, zoo_dir, out, "--target-lang", "yor_Latn", "--num-languages", "3")
+    assert result.exit_code == 0, result.output
+    details = json.loads((out / "merge_details.json").read_text())
+    # Of the zoo's ten languages only Swahili is among Yoruba's 20 most similar: said, not hidden.
+    assert details["target"] == "yor" and [s["locale"] for s in details["sources"]] == ["sw-KE"]
+    assert "Note: only 1 of the 3 requested source languages have a nonzero weight" in result.output
+
+
+def test_registry_base_model_is_the_default_base(runner, zoo_dir, tmp_path):
+    csv = tmp_path / "registry.csv"
+    csv.write_text("locale,path,base_model\n" + "".join(
+        f"{loc},{zoo_dir / PATTERN.format(locale=loc)},{zoo_dir / 'base'}\n" for loc in ("de-DE", "nl-NL", "sv-SE")))
+    out = tmp_path / "ties"
+    result = run_cli(runner, "merge", "--registry", csv, "--weighting", "average", "--strategy", "ties",
+                     "--output", out, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "merge_details.json").read_text())["base_model"] == str(zoo_dir / "base")

@@ -131,3 +131,59 @@ def test_env_var_narrows_loading(monkeypatch):
     registry = load_plugins()
     assert [r.name for r in registry.records] == ["linear"]
     assert registry.names("weighting") == []
+
+
+def test_same_entry_point_name_twice_names_both(monkeypatch):
+    original = plugins._entry_point_candidates
+
+    def candidates():
+        return original() + [_Candidate("linear", "other_linear", "other-dist", "1.0", lambda: types.SimpleNamespace())]
+
+    monkeypatch.setattr(plugins, "_entry_point_candidates", candidates)
+    registry = load_plugins()
+    refused = [r for r in registry.records if r.name == "linear" and r.broken]
+    assert len(refused) == 1
+    assert refused[0].error == ("plugin name 'linear' of other-dist (other_linear) is already taken by "
+                                "merginguriel (merginguriel_plugins.linear); the second was refused")
+    assert "linear" in registry.names("strategy")
+
+
+def test_misspelled_hook_is_broken():
+    def register_strategys(register):
+        register(_Halve())
+
+    registry = load_plugins(extra=[("typo", _plugin(register_strategys=register_strategys))])
+    assert registry.record("typo").error.startswith("implements unknown hook register_strategys; known hooks:")
+
+
+def test_plugin_commands_cannot_replace_builtins_or_break_others(use_registry, runner):
+    import typer as typer_module
+
+    from merginguriel_core.plugins import add_plugin_commands
+
+    def shadow(app):
+        @app.command("merge")
+        def merge():
+            print("hijacked")
+
+    def explode(app):
+        raise RuntimeError("no commands today")
+
+    def hello(app):
+        @app.command("hello")
+        def hello_command():
+            print("hello from a plugin")
+
+    registry = use_registry(load_plugins(extra=[
+        ("shadow", _plugin(register_commands=shadow)),
+        ("explode", _plugin(register_commands=explode)),
+        ("hello", _plugin(register_commands=hello)),
+    ]))
+    app = typer_module.Typer()
+    app.command("merge")(lambda: None)
+    add_plugin_commands(registry, app)
+    names = [c.name for c in app.registered_commands]
+    assert names == ["merge", "hello"]
+    assert registry.record("shadow").error == "command 'merge' is already provided; the plugin's commands were refused"
+    assert registry.record("explode").error == "RuntimeError: no commands today"
+    assert registry.record("hello").provides == [("command", "hello")]
