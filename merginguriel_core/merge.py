@@ -190,9 +190,10 @@ MAX_CHUNK_BYTES = 64 * 1024**2
 
 
 def auto_chunk_bytes(model_bytes: int, num_sources: int) -> int:
-    """A chunk size that keeps the K source chunks plus the output chunk (and the base's)
-    within a quarter of one model's size, between 1 MiB and 64 MiB per source."""
-    budget = model_bytes // (4 * (num_sources + 2))
+    """A chunk size that keeps the K source chunks, the base's and the output chunk within
+    an eighth of one model's size (between 1 MiB and 64 MiB per source), leaving room for
+    a strategy's temporaries (task vectors, masks) of similar size."""
+    budget = model_bytes // (8 * (num_sources + 2))
     return max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, budget))
 
 

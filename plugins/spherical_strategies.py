@@ -25,7 +25,7 @@ def gram_matrix(job: TensorJob, task_vectors: bool) -> torch.Tensor:
     gram = torch.zeros(k, k, dtype=torch.float64)
     for chunk in job.chunks():
         rows = torch.stack([(s - chunk.base) if task_vectors else s for s in chunk.sources]).reshape(k, -1)
-        rows = rows.to(torch.float64)
+        rows = rows.to(torch.float64)  # angles between close fine-tunes need the precision
         gram += (rows @ rows.T).cpu()
     return gram
 
@@ -62,8 +62,7 @@ class SlerpStrategy(MergeStrategy):
         weights = self._weights(chunk)
         if statistics is None:  # (nearly) colinear, zero or opposite: linear interpolation
             return tm.weighted_average(chunk.sources, weights)
-        coefficients = statistics.to(device=chunk.sources[0].device, dtype=torch.float32)
-        return tm.weighted_sum(torch.stack(chunk.sources), coefficients)
+        return tm.weighted_sum(chunk.sources, statistics.to(torch.float32))
 
 
 class ModelStockStrategy(MergeStrategy):

@@ -106,26 +106,27 @@ class TaskVectorStrategy(MergeStrategy):
     def merge_chunk(self, chunk: Chunk, statistics: _Thresholds | None) -> torch.Tensor:
         if chunk.base is None:
             return tm.weighted_average(chunk.sources, chunk.weights)
-        deltas = torch.stack([source - chunk.base for source in chunk.sources])
         params = chunk.params
-        if self.sparsification in ("magnitude", "breadcrumbs"):
-            low, high = statistics.low.to(deltas.device), statistics.high.to(deltas.device)
-            deltas = deltas * tm.magnitude_band_mask(deltas, low, high)
-        elif self.sparsification == "random":
-            density = params["density"]
-            mask = tm.dare_mask(deltas.shape, density, chunk.generator, deltas.device)
-            deltas = deltas * mask / (density if params["rescale"] else 1.0)
-        elif self.sparsification == "della":
-            probabilities = tm.della_keep_probabilities(deltas, params["density"], params["epsilon"])
-            draws = torch.rand(deltas.shape, generator=chunk.generator, device=deltas.device)
-            deltas = torch.where(draws < probabilities, deltas / probabilities, 0.0)
+        deltas = []
+        for index, source in enumerate(chunk.sources):
+            delta = source - chunk.base
+            if self.sparsification in ("magnitude", "breadcrumbs"):
+                delta.mul_(tm.magnitude_band_mask(delta, float(statistics.low[index]), float(statistics.high[index])))
+            elif self.sparsification == "random":
+                density = params["density"]
+                delta.mul_(tm.dare_mask(delta.shape, density, chunk.generator, delta.device))
+                if params["rescale"]:
+                    delta.div_(density)
+            elif self.sparsification == "della":
+                keep = tm.della_keep_probabilities(delta, params["density"], params["epsilon"])
+                draws = torch.rand(delta.shape, generator=chunk.generator, device=delta.device)
+                delta = torch.where(draws < keep, delta / keep, 0.0)
+            deltas.append(delta)
         if self.consensus:
-            sign = tm.elect_sign(deltas, chunk.weights)
-            agree = (deltas != 0) & (torch.sign(deltas) == sign)
-            combined = tm.disjoint_weighted_mean(deltas, chunk.weights, agree)
+            combined = tm.disjoint_weighted_mean(deltas, chunk.weights, tm.elect_sign(deltas, chunk.weights))
         else:
             combined = tm.weighted_sum(deltas, chunk.weights)
-        return chunk.base + params["scaling"] * combined
+        return combined.mul_(params["scaling"]).add_(chunk.base)
 
 
 RESCALE = Param("rescale", bool, True, "divide surviving entries by density (DARE's rescaling)")

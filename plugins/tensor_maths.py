@@ -6,6 +6,7 @@ Conventions: ``deltas`` are task vectors θᵢ − θ_base stacked as (K, ...), 
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -37,20 +38,14 @@ def weighted_average(tensors: Sequence[torch.Tensor], weights: torch.Tensor) -> 
 
 
 # ------------------------------------------------------------------------ sparsification
-def magnitude_band_mask(deltas: torch.Tensor, low: torch.Tensor, high: torch.Tensor | None = None) -> torch.Tensor:
-    """Keep entries whose magnitude lies in [low, high) per model.
-
-    Args:
-        deltas: (K, ...) task vectors.
-        low: (K,) lower magnitude thresholds (kept when ``|δ| >= low``).
-        high: (K,) upper thresholds (kept when ``|δ| < high``); ``None`` or ``inf`` = no upper bound.
-    Returns:
-        A boolean mask shaped like ``deltas``.
-    """
-    magnitude = deltas.abs()
-    mask = magnitude >= _expand(low, deltas)
-    if high is not None:
-        mask &= magnitude < _expand(high, deltas)
+# Each function takes one model's task vector: the strategies loop over models, so their
+# temporaries are the size of one chunk, not K of them.
+def magnitude_band_mask(delta: torch.Tensor, low: float, high: float = math.inf) -> torch.Tensor:
+    """Boolean mask of the entries whose magnitude lies in [low, high)."""
+    magnitude = delta.abs()
+    mask = magnitude >= low
+    if high != math.inf:
+        mask &= magnitude < high
     return mask
 
 
@@ -63,56 +58,52 @@ def dare_mask(shape: torch.Size, density: float, generator: torch.Generator | No
     return torch.rand(shape, generator=generator, device=device) < density
 
 
-def della_keep_probabilities(deltas: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
-    """DELLA's MagPrune keep probabilities, ranked by magnitude within each row.
+def della_keep_probabilities(delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    """DELLA's MagPrune keep probabilities for one task vector, ranked within each row.
 
     The smallest-magnitude entry of a row is kept with probability ``density - epsilon``, the
     largest with ``density + epsilon``, linearly in rank between (Deep et al., 2024).
-    A 1-D tensor is one row.
-
-    Args:
-        deltas: (K, ...) task vectors.
-    Returns:
-        Probabilities shaped like ``deltas``.
+    A 1-D tensor is one row; a 0-d tensor is kept with probability ``density``.
     """
     if not (0 < density - epsilon and density + epsilon <= 1):
         raise ValueError(f"density ± epsilon must lie in (0, 1], got density={density}, epsilon={epsilon}")
-    rows = deltas.reshape(deltas.shape[0], -1, deltas.shape[-1]) if deltas.dim() > 1 else deltas.reshape(-1, 1, 1)
+    if delta.dim() == 0:
+        return torch.full_like(delta, density)
+    rows = delta.reshape(-1, delta.shape[-1])
     width = rows.shape[-1]
-    ranks = rows.abs().argsort(dim=-1).argsort(dim=-1).to(deltas.dtype)  # 0 = smallest
-    scaled = ranks / (width - 1) if width > 1 else torch.full_like(ranks, 0.5)
-    return ((density - epsilon) + 2 * epsilon * scaled).reshape(deltas.shape)
+    ranks = rows.abs().argsort(dim=-1).argsort(dim=-1).to(delta.dtype)  # 0 = smallest
+    scaled = ranks.div_(width - 1) if width > 1 else ranks.fill_(0.5)
+    return scaled.mul_(2 * epsilon).add_(density - epsilon).reshape(delta.shape)
 
 
 # ------------------------------------------------------------------- consensus and merge
-def elect_sign(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """TIES sign election: the sign of the weighted sum of (sparsified) task vectors.
+def weighted_sum(deltas: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Σ wᵢ δᵢ."""
+    total = torch.zeros_like(deltas[0])
+    for delta, weight in zip(deltas, weights):
+        total.add_(delta, alpha=float(weight))
+    return total
 
-    Args:
-        deltas: (K, ...) sparsified task vectors.
-        weights: (K,) per-model weights.
-    Returns:
-        (...) tensor of +1/-1 (0 where the weighted sum is exactly 0 is mapped to +1).
+
+def elect_sign(deltas: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """TIES sign election: +1 where Σ wᵢ δᵢ >= 0, else -1 (the weighted "total mass" rule)."""
+    return torch.where(weighted_sum(deltas, weights) >= 0, 1.0, -1.0).to(deltas[0].dtype)
+
+
+def disjoint_weighted_mean(deltas: Sequence[torch.Tensor], weights: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """Σᵢ wᵢ δᵢ / Σᵢ wᵢ over the models whose entry is non-zero and has the elected ``sign``
+    (0 where no model qualifies).
+
+    With every entry agreeing and weights summing to 1 this is Σ wᵢ δᵢ (task arithmetic).
     """
-    total = (deltas * _expand(weights, deltas)).sum(dim=0)
-    return torch.where(total >= 0, 1.0, -1.0).to(deltas.dtype)
-
-
-def disjoint_weighted_mean(deltas: torch.Tensor, weights: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Σᵢ wᵢ·keepᵢ·δᵢ / Σᵢ wᵢ·keepᵢ per entry (0 where no model is kept).
-
-    With every entry kept and weights summing to 1 this is Σ wᵢ δᵢ (task arithmetic).
-    """
-    expanded = _expand(weights, deltas)
-    kept = keep.to(deltas.dtype)
-    numerator = (deltas * kept * expanded).sum(dim=0)
-    denominator = (kept * expanded).sum(dim=0)
-    return torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(deltas.dtype).tiny), 0.0)
-
-
-def weighted_sum(deltas: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ wᵢ δᵢ over the first dimension."""
-    return (deltas * _expand(weights, deltas)).sum(dim=0)
+    numerator = torch.zeros_like(deltas[0])
+    denominator = torch.zeros_like(deltas[0])
+    positive = sign > 0
+    for delta, weight in zip(deltas, weights):
+        agree = (delta != 0) & ((delta > 0) == positive)
+        numerator.add_(torch.where(agree, delta, 0.0), alpha=float(weight))
+        denominator.add_(agree.to(delta.dtype), alpha=float(weight))
+    return torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(numerator.dtype).tiny), 0.0)
 
 
 # ------------------------------------------------------------- importance-weighted means

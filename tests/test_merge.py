@@ -245,12 +245,12 @@ def test_hub_id_that_cannot_be_fetched(runner, zoo_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "m").exists()
 
 
-def test_auto_chunk_size_bounds_memory_to_a_quarter_model():
+def test_auto_chunk_size_bounds_memory_to_an_eighth_of_a_model():
     from merginguriel_core.merge import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, auto_chunk_bytes
 
     one_model = 1_112_000_000  # xlm-roberta-base classifier, fp32
-    assert auto_chunk_bytes(one_model, 5) == one_model // 28
-    assert auto_chunk_bytes(one_model, 5) * 7 <= one_model / 4
+    assert auto_chunk_bytes(one_model, 5) == one_model // 56
+    assert auto_chunk_bytes(one_model, 5) * 7 <= one_model / 8
     assert auto_chunk_bytes(10 * one_model, 5) == MAX_CHUNK_BYTES
     assert auto_chunk_bytes(20_000, 5) == MIN_CHUNK_BYTES
 

@@ -195,7 +195,7 @@ def test_della_keeps_large_magnitudes_more_often(tmp_path):
     kept = out != 0
     assert abs(kept.mean() - 0.5) < 0.03
     assert kept[:, -10:].mean() > 0.7 and kept[:, :10].mean() < 0.3   # keep prob 0.8 vs 0.2
-    probabilities = tm.della_keep_probabilities(torch.from_numpy(magnitudes)[None], 0.5, 0.3)[0].numpy()
+    probabilities = tm.della_keep_probabilities(torch.from_numpy(magnitudes), 0.5, 0.3).numpy()
     np.testing.assert_allclose(out[kept], (magnitudes / probabilities)[kept], rtol=1e-5)
 
 
