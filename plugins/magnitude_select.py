@@ -16,8 +16,8 @@ _BUCKETS = 1 << 16
 
 
 def _bits(values: torch.Tensor) -> torch.Tensor:
-    """Non-negative float32 values as int64 keys that order like the values."""
-    return values.detach().to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
+    """Non-negative float32 values as int32 keys that order like the values (flat)."""
+    return values.detach().to(torch.float32).contiguous().view(torch.int32).flatten()
 
 
 def _find(counts: torch.Tensor, rank: int) -> tuple[int, int]:
@@ -52,11 +52,12 @@ def kth_largest(passes: Callable[[], Iterable[Sequence[torch.Tensor]]], queries:
                 raise ValueError(f"k={k} exceeds the {values.numel()} values of stream {stream}")
             results[q] = float(values.kthvalue(values.numel() - k + 1).values)
         return results
+    del first, iterator
     streams = sorted({stream for _, stream, _ in active})
     high = {s: torch.zeros(_BUCKETS, dtype=torch.int64) for s in streams}
     for chunk in passes():
         for s in streams:
-            high[s] += torch.bincount((_bits(chunk[s]).flatten() >> 16), minlength=_BUCKETS).cpu()
+            high[s] += torch.bincount(_bits(chunk[s]) >> 16, minlength=_BUCKETS).cpu()
     wanted = {}
     for q, stream, k in active:
         if k > int(high[stream].sum()):
@@ -64,10 +65,12 @@ def kth_largest(passes: Callable[[], Iterable[Sequence[torch.Tensor]]], queries:
         wanted[q] = (stream, *_find(high[stream], k))
     low = {q: torch.zeros(_BUCKETS, dtype=torch.int64) for q in wanted}
     for chunk in passes():
-        keys = {s: _bits(chunk[s]).flatten() for s in streams}
-        for q, (stream, bucket, _) in wanted.items():
-            inside = keys[stream][(keys[stream] >> 16) == bucket] & 0xFFFF
-            low[q] += torch.bincount(inside, minlength=_BUCKETS).cpu()
+        for s in streams:
+            keys = _bits(chunk[s])
+            for q, (stream, bucket, _) in wanted.items():
+                if stream == s:
+                    low[q] += torch.bincount(keys[(keys >> 16) == bucket] & 0xFFFF, minlength=_BUCKETS).cpu()
+            del keys
     for q, (stream, bucket, rank) in wanted.items():
         lower, _ = _find(low[q], rank)
         key = torch.tensor([(bucket << 16) | lower], dtype=torch.int32)
