@@ -34,9 +34,9 @@ app = typer.Typer(
 
 
 def _add_commands() -> None:
-    from merginguriel_cli import demo, merge, plugins, similarity
+    from merginguriel_cli import demo, evaluate, merge, nxn, plugins, similarity, train
 
-    for module in (merge, similarity, plugins, demo):
+    for module in (merge, similarity, train, evaluate, nxn, plugins, demo):
         module.register(app)
     add_plugin_commands(get_registry(), app)
 

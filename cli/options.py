@@ -57,3 +57,25 @@ DEFAULTS = {
 def split_list(values: Optional[list[str]]) -> list[str]:
     """Flatten repeated and comma-separated option values."""
     return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+
+Dataset = Annotated[str, typer.Option("--dataset", help="Dataset plugin: sib200, massive, table, ... (see `mu plugins`).")]
+DataDir = Annotated[
+    Optional[Path], typer.Option("--data-dir", help="Local copy of the dataset (SIB-200 folders, MASSIVE 1.1 .jsonl files); default: its hub id.")
+]
+DataFile = Annotated[Optional[Path], typer.Option("--data-file", help="One CSV/TSV/JSONL file with text and label columns.")]
+Device = Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Logits cache (default ~/.cache/merginguriel/logits).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the logits cache.")]
+
+
+def data_location(data_dir: Optional[Path], data_file: Optional[Path]) -> Optional[str]:
+    """The dataset location from --data-dir / --data-file (at most one), or None for the hub."""
+    from merginguriel_core.errors import ConfigError
+
+    if data_dir is not None and data_file is not None:
+        raise ConfigError("give --data-dir or --data-file, not both")
+    location = data_dir if data_dir is not None else data_file
+    if location is not None and not location.exists():
+        raise ConfigError(f"{'--data-dir' if data_dir is not None else '--data-file'} {location} does not exist")
+    return str(location) if location is not None else None

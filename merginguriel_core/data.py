@@ -40,9 +40,7 @@ def _pick(columns: list[str], wanted: tuple[str, ...], path: Path, what: str) ->
     )
 
 
-def read_table(path: str | Path) -> Examples:
-    """Read a ``.csv``, ``.tsv`` or ``.jsonl`` file with a text and a label column."""
-    file = Path(path)
+def _read_rows(file: Path) -> tuple[list[dict], list[str]]:
     if not file.is_file():
         raise ConfigError(f"data file {file} does not exist")
     if file.suffix == ".jsonl":
@@ -54,19 +52,29 @@ def read_table(path: str | Path) -> Examples:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as exc:
                         raise ConfigError(f"{file} line {number} is not JSON: {exc.msg}") from None
-        columns = sorted({key for row in rows for key in row})
-    elif file.suffix in (".csv", ".tsv"):
+        return rows, sorted({key for row in rows for key in row})
+    if file.suffix in (".csv", ".tsv"):
         with file.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle, delimiter="\t" if file.suffix == ".tsv" else ",")
-            rows = list(reader)
-            columns = list(reader.fieldnames or ())
-    else:
-        raise ConfigError(f"data file {file} must end in .csv, .tsv or .jsonl")
+            return list(reader), list(reader.fieldnames or ())
+    raise ConfigError(f"data file {file} must end in .csv, .tsv or .jsonl")
+
+
+def read_table(path: str | Path) -> Examples:
+    """Read a ``.csv``, ``.tsv`` or ``.jsonl`` file with a text and a label column."""
+    file = Path(path)
+    rows, columns = _read_rows(file)
     text, label = _pick(columns, TEXT_COLUMNS, file, "text"), _pick(columns, LABEL_COLUMNS, file, "label")
     examples = Examples([str(r[text]) for r in rows], [str(r[label]) for r in rows], str(file))
     if not examples.texts:
         raise ConfigError(f"data file {file} has no examples")
     return examples
+
+
+def read_column(path: str | Path, column: str) -> list[str]:
+    """One column of a table as strings, or ``[]`` when the table has no such column."""
+    rows, columns = _read_rows(Path(path))
+    return [str(r.get(column, "")) for r in rows] if column in columns else []
 
 
 def sib200_split(data_dir: str | Path, locale: str, split: str = "train") -> Examples:

@@ -19,7 +19,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from merginguriel_core.interfaces import Evaluator, MergeStrategy, VotingMethod, Weighting
+    from merginguriel_core.interfaces import Dataset, Evaluator, MergeStrategy, VotingMethod, Weighting
 
 PROJECT = "merginguriel"
 
@@ -62,6 +62,16 @@ def register_evaluators(register: Callable[[Evaluator], None]) -> None:
 
     Called once at plugin load. Call ``register(evaluator)`` for each
     :class:`~merginguriel_core.interfaces.Evaluator`.
+    """
+
+
+@hookspec
+def register_datasets(register: Callable[[Dataset], None]) -> None:
+    """Register datasets (labelled text per language and split).
+
+    Called once at plugin load. Call ``register(dataset)`` for each
+    :class:`~merginguriel_core.interfaces.Dataset`; ``dataset.name`` is what
+    ``--dataset NAME`` selects in ``mu train``, ``mu evaluate`` and ``mu nxn``.
     """
 
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from merginguriel_core.params import Param
+
+if TYPE_CHECKING:
+    from merginguriel_core.data import Examples
 
 
 # --------------------------------------------------------------------------- weightings
@@ -194,3 +197,29 @@ class Evaluator(ABC):
     @abstractmethod
     def evaluate(self, predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> dict[str, float]:
         """Return metric name -> value."""
+
+
+# ------------------------------------------------------------------------------ datasets
+class Dataset(ABC):
+    """Labelled text classification data, per language and split.
+
+    ``location`` is what the user gave (``--data-dir`` or ``--data-file``), or ``None`` for
+    the dataset's hub id. Locales are canonical (:func:`merginguriel_core.languages.resolve_language`);
+    splits are ``train``, ``dev`` and ``test``.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    hub_id: ClassVar[str | None] = None
+
+    @abstractmethod
+    def labels(self, location: str | None) -> list[str]:
+        """The label space, in id order, identical for every language."""
+
+    @abstractmethod
+    def locales(self, location: str | None) -> list[str]:
+        """The canonical locales this data has."""
+
+    @abstractmethod
+    def load(self, location: str | None, locale: str, split: str) -> "Examples":
+        """The examples of one language's split (an error naming what exists if absent or empty)."""

@@ -27,13 +27,15 @@ KINDS: dict[str, str] = {
     "strategy": "register_strategies",
     "voting_method": "register_voting_methods",
     "evaluator": "register_evaluators",
+    "dataset": "register_datasets",
 }
 #: kind -> the CLI option that selects it, for error messages.
 KIND_OPTIONS = {
     "weighting": "--weighting",
     "strategy": "--strategy",
     "voting_method": "--voting-method",
-    "evaluator": "--evaluator",
+    "evaluator": "--evaluators",
+    "dataset": "--dataset",
 }
 BUILTIN_DISTRIBUTION = "merginguriel"
 

@@ -20,6 +20,7 @@ from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy
 from merginguriel_core.io import TensorSource
 from merginguriel_core.params import Param
+from merginguriel_core.training import token_limit
 from merginguriel_core.statistics import (
     cached_statistics, default_stats_dir, examples_for, label_ids, load_classifier, sample,
 )
@@ -40,6 +41,7 @@ def empirical_fisher(model_dir: Path, texts: list[str], labels: list[str], devic
     model, tokenizer = load_classifier(model_dir, device)
     model.eval()  # no dropout: the Fisher of the deterministic model
     ids = label_ids(model, Examples(texts, labels, str(model_dir)))
+    max_length = token_limit(model, max_length)
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     fisher = {name: torch.zeros_like(p) for name, p in params.items()}
     for text, label in tqdm(list(zip(texts, ids)), desc=f"Fisher {model_dir.name}", disable=not progress, leave=False):

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy, TensorJob
 from merginguriel_core.params import Param
+from merginguriel_core.training import token_limit
 from merginguriel_core.statistics import label_ids, load_classifier
 from merginguriel_plugins import tensor_maths as tm
 from merginguriel_plugins.fisher import StatisticsFiles, check_data_options, prepare_statistics
@@ -33,6 +34,7 @@ def input_grams(model_dir: Path, texts: list[str], labels: list[str], device: to
     model, tokenizer = load_classifier(model_dir, device)
     model.eval()
     label_ids(model, Examples(texts, labels, str(model_dir)))  # same label space check as Fisher
+    max_length = token_limit(model, max_length)
     grams: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     current_mask: list[torch.Tensor] = []

@@ -1,0 +1,89 @@
+"""``mu evaluate`` (a classifier on a labelled split) and ``mu evaluate-encoder`` (STS)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.evaluation import LogitsCache, Predictor, default_cache_dir, gold_ids, score
+from merginguriel_core.languages import resolve_language
+from merginguriel_core.merge import resolve_device
+from merginguriel_core.plugins import get_registry
+from merginguriel_cli import options as opt
+
+
+def evaluator_plugins(names: Optional[list[str]]):
+    registry = get_registry()
+    chosen = opt.split_list(names) or registry.names("evaluator")
+    return [registry.get("evaluator", name) for name in chosen]
+
+
+def write_json_atomically(path: Path, data) -> None:
+    if not path.parent.is_dir():
+        raise ConfigError(f"the folder {path.parent} for {path.name} does not exist")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def evaluate(
+    model: Annotated[Path, typer.Option("--model", help="Model folder (single, merged, ...).")],
+    locale: Annotated[str, typer.Option("--locale", help="Language whose split to evaluate on.")],
+    dataset: opt.Dataset = "sib200",
+    data_dir: opt.DataDir = None,
+    data_file: opt.DataFile = None,
+    split: Annotated[str, typer.Option("--split", help="train, dev or test.")] = "test",
+    evaluators: Annotated[Optional[list[str]], typer.Option("--evaluators", help="Evaluator plugins (default: all).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the JSON here (refuses an existing file).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    cache_dir: opt.CacheDir = None,
+    no_cache: opt.NoCache = False,
+    device: opt.Device = "auto",
+) -> None:
+    """Accuracy and macro-F1 (or the chosen --evaluators) of --model on --locale's --split, as JSON."""
+    data = get_registry().get("dataset", dataset)
+    chosen = evaluator_plugins(evaluators)
+    if output is not None and output.exists():
+        raise ConfigError(f"--output {output} already exists; choose another path")
+    if not model.is_dir():
+        raise ConfigError(f"--model {model} is not a folder")
+    location = opt.data_location(data_dir, data_file)
+    code = resolve_language(locale).locale
+    examples = data.load(location, code, split)
+    label_space = data.labels(location)
+    predictor = Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
+                          batch_size, max_length)
+    logits = predictor.logits(model, examples, label_space)
+    result = {
+        "model": str(model), "dataset": dataset, "data": location or data.hub_id, "locale": code, "split": split,
+        "examples": len(examples), "cached": predictor.cache_hits > 0,
+        **score(logits.argmax(-1), gold_ids(examples, label_space), len(label_space), chosen),
+    }
+    if output is not None:
+        write_json_atomically(output, result)
+    typer.echo(json.dumps(result, indent=2))
+
+
+def evaluate_encoder(
+    model: Annotated[Path, typer.Option("--model", help="Encoder folder (pre-trained or fine-tuned).")],
+    data_file: Annotated[Path, typer.Option("--data-file", help="STS-B-style TSV/CSV/JSONL: sentence1, sentence2, score.")],
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    device: opt.Device = "auto",
+) -> None:
+    """Spearman correlation between cosine similarity of mean-pooled embeddings and gold scores."""
+    from merginguriel_core.sts import evaluate_sts
+
+    result = evaluate_sts(model, data_file, resolve_device(device), batch_size, max_length)
+    typer.echo(json.dumps({"model": str(model), "data": str(data_file), **result}, indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+    app.command("evaluate-encoder")(evaluate_encoder)

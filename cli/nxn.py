@@ -1,0 +1,98 @@
+"""``mu nxn``: every source model on every language's split, the matrix and its baselines."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.evaluation import LogitsCache, Predictor, best_overall_zero_shot, default_cache_dir, nxn_matrix
+from merginguriel_core.languages import resolve_language
+from merginguriel_core.merge import resolve_device
+from merginguriel_core.models import collect_models, resolve_location
+from merginguriel_core.plugins import get_registry
+from merginguriel_cli import options as opt
+from merginguriel_cli.evaluate import evaluator_plugins, write_json_atomically
+
+MATRIX = "evaluation_matrix.csv"
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.to_csv(tmp, float_format="%.4f")
+    os.replace(tmp, path)
+
+
+def nxn(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for evaluation_matrix.csv and the baselines.")],
+    models: opt.Models = None,
+    model_pattern: opt.ModelPattern = opt.DEFAULTS["model_pattern"],
+    registry: opt.Registry = None,
+    model: opt.Model = None,
+    dataset: opt.Dataset = "sib200",
+    data_dir: opt.DataDir = None,
+    data_file: opt.DataFile = None,
+    target_langs: Annotated[Optional[list[str]], typer.Option("--target-langs", help="Columns (default: every source's language).")] = None,
+    split: Annotated[str, typer.Option("--split")] = "test",
+    evaluators: Annotated[Optional[list[str]], typer.Option("--evaluators", help="Evaluator plugins (default: all).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    cache_dir: opt.CacheDir = None,
+    no_cache: opt.NoCache = False,
+    device: opt.Device = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing evaluation_matrix.csv in --output.")] = False,
+    progress: opt.Progress = True,
+) -> None:
+    """Evaluate every source model on every target language (logits cached; a rerun computes only what is missing)."""
+    data = get_registry().get("dataset", dataset)
+    chosen = evaluator_plugins(evaluators)
+    location = opt.data_location(data_dir, data_file)
+    if (output / MATRIX).exists() and not overwrite:
+        raise ConfigError(f"{output / MATRIX} already exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise ConfigError(f"the folder {output.parent} for --output does not exist")
+    refs = collect_models(models, model_pattern, registry, model or ())
+    targets = [resolve_language(code).locale for code in opt.split_list(target_langs)] or list(refs)
+    available = set(data.locales(location))
+    missing = [t for t in targets if available and t not in available]
+    if missing:
+        raise ConfigError(f"dataset {dataset} has no {', '.join(missing)}; it has {', '.join(sorted(available))}")
+    folders = {locale: resolve_location(ref.location) for locale, ref in refs.items()}
+    predictor = Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
+                          batch_size, max_length, progress)
+    started = time.perf_counter()
+    result = nxn_matrix(folders, targets, data, location, split, chosen, predictor)
+    wall = time.perf_counter() - started
+    output.mkdir(exist_ok=True)
+    for metric, frame in result.matrices.items():
+        _write_csv(frame, output / (MATRIX if metric == "accuracy" else f"evaluation_matrix_{metric}.csv"))
+    accuracy = result.matrices.get("accuracy", next(iter(result.matrices.values())))
+    baselines = []
+    for target in targets:
+        own = accuracy.at[target, target] if target in accuracy.index else None
+        try:
+            best, value = best_overall_zero_shot(accuracy, target)
+        except ConfigError:
+            best, value = None, None
+        baselines.append({"target": target, "own_model": own, "best_zero_shot_source": best, "best_zero_shot": value})
+    _write_csv(pd.DataFrame(baselines).set_index("target"), output / "baselines.csv")
+    cells = len(result.seconds)
+    write_json_atomically(output / "nxn_details.json", {
+        "dataset": dataset, "data": location or data.hub_id, "split": split, "sources": list(folders),
+        "targets": targets, "cells": cells, "forward_passes": result.forward_passes, "cache_hits": result.cache_hits,
+        "wall_seconds": round(wall, 2),
+        "seconds_per_cell": {f"{s}->{t}": round(v, 3) for (s, t), v in result.seconds.items()},
+    })
+    typer.echo(accuracy.to_string(float_format=lambda v: f"{v:.3f}"))
+    typer.echo(f"{cells} cells ({result.forward_passes} computed, {result.cache_hits} from the cache) in {wall:.1f} s "
+               f"-> {output / MATRIX}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("nxn")(nxn)

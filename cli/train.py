@@ -1,0 +1,81 @@
+"""``mu train``: fine-tune a pre-trained encoder on one language, or a batch of them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.languages import resolve_language
+from merginguriel_core.merge import resolve_device
+from merginguriel_core.models import DEFAULT_PATTERN, pattern_regex
+from merginguriel_core.plugins import get_registry
+from merginguriel_core.training import TrainingConfig, is_finished, train_one
+from merginguriel_cli import options as opt
+
+
+def train(
+    base_model: Annotated[str, typer.Option("--base-model", help="Pre-trained encoder: folder or hub id (e.g. xlm-roberta-base).")],
+    dataset: opt.Dataset = "sib200",
+    data_dir: opt.DataDir = None,
+    data_file: opt.DataFile = None,
+    locale: Annotated[Optional[str], typer.Option("--locale", help="One language to fine-tune on.")] = None,
+    locales: Annotated[Optional[list[str]], typer.Option("--locales", help="A batch of languages (comma-separated or repeated); one model folder each.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model folder (with --locale).")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Folder of per-locale model folders (with --locales).")] = None,
+    model_pattern: opt.ModelPattern = DEFAULT_PATTERN,
+    epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 5e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    max_length: Annotated[int, typer.Option("--max-length", help="Token limit per example.")] = 96,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    freeze_embeddings: Annotated[bool, typer.Option("--freeze-embeddings", help="Keep the (large) embedding matrix fixed.")] = False,
+    max_train_examples: Annotated[Optional[int], typer.Option("--max-train-examples", help="Use only the first N training examples.")] = None,
+    device: opt.Device = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Retrain a locale whose model folder exists.")] = False,
+    progress: opt.Progress = True,
+) -> None:
+    """Fine-tune --base-model on --locale (or each of --locales) and save safetensors, tokenizer,
+    labels and training_details.json. A batch skips locales whose model is already finished."""
+    data = get_registry().get("dataset", dataset)
+    location = opt.data_location(data_dir, data_file)
+    config = TrainingConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
+                            seed=seed, freeze_embeddings=freeze_embeddings, max_train_examples=max_train_examples)
+    config.check()
+    torch_device = resolve_device(device)
+    batch = opt.split_list(locales)
+    if (locale is None) == (not batch):
+        raise ConfigError("give either --locale with --output, or --locales with --output-dir")
+    if locale is not None:
+        if output is None:
+            raise ConfigError("--locale needs --output FOLDER")
+        jobs = [(resolve_language(locale).locale, output)]
+    else:
+        if output_dir is None:
+            raise ConfigError("--locales needs --output-dir FOLDER")
+        pattern_regex(model_pattern)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        codes = [resolve_language(code).locale for code in batch]
+        jobs = [(code, output_dir / model_pattern.format(locale=code)) for code in codes]
+    available = set(data.locales(location))
+    missing = [code for code, _ in jobs if available and code not in available]
+    if missing:
+        raise ConfigError(f"dataset {dataset} has no {', '.join(missing)}; it has {', '.join(sorted(available))}")
+    for code, folder in jobs:
+        if folder.exists() and not overwrite:
+            if is_finished(folder) and locale is None:
+                typer.echo(f"{code}: already trained in {folder}; skipped")
+                continue
+            raise ConfigError(f"{folder} already exists; pass --overwrite to retrain {code}")
+        if not folder.parent.is_dir():
+            raise ConfigError(f"the folder {folder.parent} for the model does not exist")
+        details = train_one(data, location, code, base_model, folder, config, torch_device, progress)
+        typer.echo(json.dumps({"locale": code, "output": str(folder), "dev_accuracy": round(details["dev_accuracy"], 4),
+                               "steps": details["steps"], "seconds": details["seconds"]}))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

@@ -1,0 +1,204 @@
+"""Fine-tuning one pre-trained encoder per language: a lean, reproducible training loop.
+
+Each run writes into a temporary folder beside its output and renames it into place at the
+end, with ``training_details.json`` as the mark of a finished model, so an interrupted
+batch resumes by skipping the locales that are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from merginguriel_core.data import Examples
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.interfaces import Dataset
+
+DETAILS = "training_details.json"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of one fine-tuning run."""
+
+    epochs: float = 3.0
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    max_length: int = 96
+    seed: int = 0
+    freeze_embeddings: bool = False
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_train_examples: int | None = None
+
+    def check(self) -> None:
+        if self.epochs <= 0:
+            raise ConfigError(f"--epochs must be positive, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_length < 2:
+            raise ConfigError(f"--max-length must be at least 2, got {self.max_length}")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ConfigError(f"--max-train-examples must be at least 1, got {self.max_train_examples}")
+
+
+def is_finished(folder: Path) -> bool:
+    """A model folder that a completed ``mu train`` wrote."""
+    return (folder / DETAILS).is_file() and any(folder.glob("*.safetensors"))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def label_ids(labels: list[str], examples: Examples, label_space: list[str]) -> torch.Tensor:
+    index = {label: i for i, label in enumerate(label_space)}
+    unknown = sorted({label for label in labels if label not in index})
+    if unknown:
+        raise ConfigError(
+            f"labels {', '.join(unknown[:5])} in {examples.source} are not in the dataset's label space "
+            f"({', '.join(label_space[:10])}{' ...' if len(label_space) > 10 else ''})"
+        )
+    return torch.tensor([index[label] for label in labels])
+
+
+def token_limit(model, requested: int) -> int:
+    """``requested``, capped by the model's position embeddings (RoBERTa-style models offset
+    positions by the padding index, so two positions are unusable)."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    return min(requested, positions - 2) if positions else requested
+
+
+def predict_logits(model, tokenizer, texts: list[str], batch_size: int, max_length: int,
+                   device: torch.device, progress: bool = False, desc: str = "predicting") -> np.ndarray:
+    """Logits (N, C) of ``model`` on ``texts``, in batches, without gradients."""
+    model.eval()
+    max_length = token_limit(model, max_length)
+    outputs = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
+            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
+                              max_length=max_length).to(device)
+            outputs.append(model(**batch).logits.float().cpu().numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+def train_one(
+    dataset: Dataset,
+    location: str | None,
+    locale: str,
+    base_model: str,
+    output: Path,
+    config: TrainingConfig,
+    device: torch.device,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``base_model`` on ``locale``'s train split; evaluate on dev; save atomically."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    config.check()
+    started = time.perf_counter()
+    label_space = dataset.labels(location)
+    train = dataset.load(location, locale, "train")
+    dev = dataset.load(location, locale, "dev")
+    if config.max_train_examples is not None:
+        train = Examples(train.texts[: config.max_train_examples], train.labels[: config.max_train_examples], train.source)
+    train_labels = label_ids(train.labels, train, label_space)
+    dev_labels = label_ids(dev.labels, dev, label_space)
+
+    _seed_everything(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_model,
+        num_labels=len(label_space),
+        id2label=dict(enumerate(label_space)),
+        label2id={label: i for i, label in enumerate(label_space)},
+        use_safetensors=True,
+    ).to(device)
+    max_length = token_limit(model, config.max_length)
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, -(-len(train.texts) // config.batch_size))
+    total_steps = max(1, round(steps_per_epoch * config.epochs))
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    model.train()
+    step, losses = 0, []
+    with tqdm(total=total_steps, desc=f"training {locale}", disable=not progress, leave=False) as bar:
+        while step < total_steps:
+            order = torch.randperm(len(train.texts), generator=generator).tolist()
+            for start in range(0, len(order), config.batch_size):
+                if step >= total_steps:
+                    break
+                indices = order[start:start + config.batch_size]
+                batch = tokenizer([train.texts[i] for i in indices], return_tensors="pt", padding=True,
+                                  truncation=True, max_length=max_length).to(device)
+                loss = torch.nn.functional.cross_entropy(model(**batch).logits, train_labels[indices].to(device))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+
+    logits = predict_logits(model, tokenizer, dev.texts, 64, config.max_length, device)
+    dev_accuracy = float(np.mean(logits.argmax(-1) == dev_labels.numpy()))
+    details = {
+        "dataset": dataset.name,
+        "data": location or dataset.hub_id,
+        "locale": locale,
+        "base_model": base_model,
+        "labels": label_space,
+        "train_examples": len(train.texts),
+        "dev_examples": len(dev.texts),
+        "steps": step,
+        "final_train_loss": float(np.mean(losses[-20:])) if losses else None,
+        "dev_accuracy": dev_accuracy,
+        "seconds": round(time.perf_counter() - started, 1),
+        "device": str(device),
+        "config": asdict(config),
+    }
+    _save_atomically(model, tokenizer, details, output)
+    return details
+
+
+def _save_atomically(model, tokenizer, details: dict[str, Any], output: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / DETAILS).write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
+        if output.exists():
+            old = output.with_name(f".{output.name}.old-{os.getpid()}")
+            os.replace(output, old)
+            os.replace(tmp, output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, output)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

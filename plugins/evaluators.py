@@ -1,0 +1,49 @@
+"""Built-in evaluators: accuracy and macro-F1 over predicted and gold label ids."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from merginguriel_core import hookimpl
+from merginguriel_core.interfaces import Evaluator
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of predictions equal to the gold label."""
+    return float(np.mean(predictions == labels)) if len(labels) else 0.0
+
+
+def macro_f1(predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> float:
+    """Unweighted mean of per-class F1 over the classes present in gold or predictions
+    (a class absent from both is left out, as scikit-learn does)."""
+    scores = []
+    for label in range(num_labels):
+        true_positive = int(np.sum((predictions == label) & (labels == label)))
+        predicted = int(np.sum(predictions == label))
+        actual = int(np.sum(labels == label))
+        if predicted == 0 and actual == 0:
+            continue
+        scores.append(2 * true_positive / (predicted + actual))
+    return float(np.mean(scores)) if scores else 0.0
+
+
+class Accuracy(Evaluator):
+    name = "accuracy"
+    description = "Fraction of examples whose predicted label is the gold label."
+
+    def evaluate(self, predictions, labels, num_labels):
+        return {"accuracy": accuracy(predictions, labels)}
+
+
+class MacroF1(Evaluator):
+    name = "macro_f1"
+    description = "Mean of per-class F1 (classes present in gold or predictions)."
+
+    def evaluate(self, predictions, labels, num_labels):
+        return {"macro_f1": macro_f1(predictions, labels, num_labels)}
+
+
+@hookimpl
+def register_evaluators(register):
+    register(Accuracy())
+    register(MacroF1())
