@@ -38,7 +38,8 @@ def merge(
     include_target: opt.IncludeTarget = False,
     features: opt.Features = opt.DEFAULTS["features"],
     similarity_matrix: opt.SimilarityMatrix = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Labelled data for fisher/regmean: a SIB-200-style folder; each model uses its own language's train split.")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset plugin of --data-dir for fisher/regmean.")] = "sib200",
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Labelled data for fisher/regmean: a local dataset copy (e.g. SIB-200 folders); each model uses its own language's train split.")] = None,
     data_file: Annotated[Optional[Path], typer.Option("--data-file", help="Labelled data for fisher/regmean: one CSV/TSV/JSONL (text and label columns) for every model.")] = None,
     fisher_examples: Annotated[int, typer.Option("--fisher-examples", help="Examples per model for the Fisher information.")] = 256,
     regmean_examples: Annotated[int, typer.Option("--regmean-examples", help="Examples per model for RegMean's Gram matrices.")] = 256,
@@ -56,6 +57,7 @@ def merge(
 ) -> None:
     """Merge source models into one for --target-lang, weighted by --weighting."""
     strategy_plugin = get_registry().get("strategy", strategy)
+    get_registry().get("dataset", dataset)
     selection, refs = choose_sources(
         target_lang=target_lang, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
         num_languages=num_languages, include_target=include_target, features=features,
@@ -79,7 +81,7 @@ def merge(
         seed=seed,
         progress=progress,
         options={
-            "data_dir": data_dir, "data_file": data_file, "fisher_examples": fisher_examples,
+            "dataset": dataset, "data_dir": data_dir, "data_file": data_file, "fisher_examples": fisher_examples,
             "regmean_examples": regmean_examples, "stats_dir": stats_dir, "max_length": max_length, "seed": seed,
         },
         details={

@@ -1,9 +1,5 @@
-"""Labelled text examples from local files: SIB-200-style folders and generic tables.
-
-A small reader used by data-dependent merge strategies (Fisher, RegMean): a folder laid out
-like SIB-200 (``<flores_code>/{train,dev,test}.tsv`` with ``text`` and ``category``
-columns), or one CSV/TSV/JSONL file with a text and a label column.
-"""
+"""Labelled text examples, and the reader of local CSV/TSV/JSONL tables behind the dataset
+plugins (a text column and a label column; see ``plugins/datasets.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from merginguriel_core.errors import ConfigError
-from merginguriel_core.languages import resolve_language
 
 TEXT_COLUMNS = ("text", "utt", "sentence")
 LABEL_COLUMNS = ("label", "category", "intent")
@@ -75,18 +70,3 @@ def read_column(path: str | Path, column: str) -> list[str]:
     """One column of a table as strings, or ``[]`` when the table has no such column."""
     rows, columns = _read_rows(Path(path))
     return [str(r.get(column, "")) for r in rows] if column in columns else []
-
-
-def sib200_split(data_dir: str | Path, locale: str, split: str = "train") -> Examples:
-    """One language's split from a SIB-200-style folder (``<flores_code>/<split>.tsv``)."""
-    language = resolve_language(locale)
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise ConfigError(f"--data-dir {root} is not a folder")
-    if language.flores is None or not (root / language.flores).is_dir():
-        available = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise ConfigError(
-            f"--data-dir {root} has no folder for {language.locale} ({language.flores}); "
-            f"found {', '.join(available[:8]) or 'none'}{' ...' if len(available) > 8 else ''}"
-        )
-    return read_table(root / language.flores / f"{split}.tsv")
