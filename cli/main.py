@@ -11,8 +11,33 @@ from merginguriel_core.errors import MergingUrielError
 from merginguriel_core.plugins import add_plugin_commands, get_registry
 
 
+#: Options that take several values: ``--target-langs en-US sq-AL sw-KE`` works like
+#: ``--target-langs en-US,sq-AL,sw-KE`` (and like repeating the option).
+LIST_OPTIONS = {"--target-langs", "--voting-methods", "--locales", "--source-langs", "--evaluators"}
+
+
+def join_list_options(args: list[str]) -> list[str]:
+    """Rewrite ``--opt a b c`` into ``--opt a,b,c`` for the options in :data:`LIST_OPTIONS`."""
+    rewritten, index = [], 0
+    while index < len(args):
+        arg = args[index]
+        rewritten.append(arg)
+        index += 1
+        if arg in LIST_OPTIONS:
+            values = []
+            while index < len(args) and not args[index].startswith("-"):
+                values.append(args[index])
+                index += 1
+            if values:
+                rewritten.append(",".join(values))
+    return rewritten
+
+
 class _MuGroup(TyperGroup):
     """Shows a :class:`MergingUrielError` as ``Error: <one line>`` with exit code 1."""
+
+    def parse_args(self, ctx, args):
+        return super().parse_args(ctx, join_list_options(list(args)))
 
     def invoke(self, ctx):
         try:
@@ -34,9 +59,9 @@ app = typer.Typer(
 
 
 def _add_commands() -> None:
-    from merginguriel_cli import demo, evaluate, merge, nxn, plugins, similarity, train
+    from merginguriel_cli import demo, ensemble, evaluate, merge, nxn, plugins, similarity, train
 
-    for module in (merge, similarity, train, evaluate, nxn, plugins, demo):
+    for module in (merge, ensemble, similarity, train, evaluate, nxn, plugins, demo):
         module.register(app)
     add_plugin_commands(get_registry(), app)
 

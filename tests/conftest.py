@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from typer.testing import CliRunner
 
@@ -39,3 +41,47 @@ def run_cli(runner: CliRunner, *args: str):
     from merginguriel_cli.main import app
 
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+# --------------------------------------------- tiny labelled data and fine-tuned models
+WORDS = {
+    "sports": "team match player game", "health": "doctor virus health", "politics": "vote law court election",
+    "travel": "hotel flight travel", "geography": "river mountain map border", "entertainment": "film music star",
+    "science/technology": "computer science data energy",
+}
+
+
+def _sib_folder(root: Path, codes=("afr_Latn", "deu_Latn", "nld_Latn", "swh_Latn"), per_label=(6, 2, 3)) -> Path:
+    """A tiny SIB-200-style folder whose words the zoo's tokenizer knows."""
+    rng = np.random.default_rng(0)
+    for code in codes:
+        (root / code).mkdir(parents=True)
+        for split, count in zip(("train", "dev", "test"), per_label):
+            rows = ["index_id\tcategory\ttext"]
+            for label, words in WORDS.items():
+                for i in range(count):
+                    rows.append(f"{i}\t{label}\tthe {' '.join(rng.permutation(words.split()))}")
+            (root / code / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (root / "labels.txt").write_text("\n".join(["science/technology", "travel", "politics", "sports", "health",
+                                                "entertainment", "geography"]) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def sib_dir(tmp_path_factory) -> Path:
+    return _sib_folder(tmp_path_factory.mktemp("sib"))
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, zoo_dir, sib_dir) -> Path:
+    """Four tiny models fine-tuned with `mu train --locales` (a batch)."""
+    from typer.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("trained")
+    result = run_cli(CliRunner(), "train", "--base-model", zoo_dir / "base", "--data-dir", sib_dir,
+                     "--locales", "af-ZA,de-DE,nl-NL", "--locales", "swh_Latn", "--output-dir", out, "--epochs", "6",
+                     "--learning-rate", "2e-2", "--batch-size", "8", "--max-length", "16", "--no-progress")
+    assert result.exit_code == 0, result.output
+    return out
+
+

@@ -43,10 +43,11 @@ def test_mu_plugins_lists_installed_example(installed):
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     median = rows["median"]
     assert median["distribution"] == "merginguriel-median" and median["version"] == "0.1.0"
-    assert median["provides"][0]["kind"] == "strategy" and median["provides"][0]["name"] == "median"
+    assert [(p["kind"], p["name"]) for p in median["provides"]] == [("strategy", "median"), ("voting_method", "median_logits")]
     assert not median["broken"]
     text = _mu(installed, "plugins").stdout
-    assert any(line.startswith("median") and "strategy: median" in line for line in text.splitlines())
+    assert any(line.startswith("median") and "strategy: median, voting_method: median_logits" in line
+               for line in text.splitlines())
 
 
 def test_mu_merge_uses_example_strategy(installed, zoo_dir, tmp_path):
@@ -77,3 +78,27 @@ def test_not_installed_by_default():
     from merginguriel_core.plugins import load_plugins
 
     assert "median" not in load_plugins().names("strategy")
+
+
+def test_mu_ensemble_uses_example_voting_method(installed, trained, sib_dir, tmp_path):
+    result = _mu(installed, "ensemble", "--voting-method", "median_logits", "--target-lang", "nl-NL", "--models", trained,
+                 "--data-dir", sib_dir, "--source-langs", "de-DE,af-ZA,sw-KE", "--weighting", "average",
+                 "--cache-dir", tmp_path / "cache", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["voting_method"] == "median_logits" and 0 <= report["accuracy"] <= 1
+    # With three equally weighted models the weighted median is the ordinary median.
+    import numpy as np
+    import torch
+
+    from merginguriel_core.evaluation import LogitsCache, Predictor
+    from merginguriel_core.plugins import get_registry
+
+    data = get_registry().get("dataset", "sib200")
+    examples, labels = data.load(str(sib_dir), "nl-NL", "test"), data.labels(str(sib_dir))
+    predictor = Predictor(LogitsCache(tmp_path / "cache"), torch.device("cpu"))
+    stacked = np.stack([predictor.logits(trained / f"xlm-roberta-base_massive_k_{loc}", examples, labels)
+                        for loc in ("de-DE", "af-ZA", "sw-KE")])
+    predicted = np.median(stacked, axis=0).argmax(-1)
+    gold = np.array([labels.index(l) for l in examples.labels])
+    assert report["accuracy"] == pytest.approx(float(np.mean(predicted == gold)))

@@ -1,4 +1,4 @@
-"""Example MergingUriel plugin: the ``median`` merge strategy.
+"""Example MergingUriel plugin: the ``median`` merge strategy and ``median_logits`` voting method.
 
 Each output parameter is the weighted median of the K source values: the smallest source
 value at which the cumulative weight (sources sorted by value) reaches half of the total.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from merginguriel_core import hookimpl
-from merginguriel_core.interfaces import Chunk, MergeStrategy
+from merginguriel_core.interfaces import Chunk, MergeStrategy, VotingMethod
 
 
 def weighted_median(tensors: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
@@ -43,3 +43,17 @@ class MedianStrategy(MergeStrategy):
 @hookimpl
 def register_strategies(register):
     register(MedianStrategy())
+
+
+class MedianLogits(VotingMethod):
+    name = "median_logits"
+    description = "Per class, the weighted median of the models' logits (robust to one overconfident model)."
+
+    def combine(self, logits, weights, params):
+        stacked = torch.from_numpy(logits).double()  # (K, N, C)
+        return weighted_median(list(stacked), torch.from_numpy(weights).double()).numpy()
+
+
+@hookimpl
+def register_voting_methods(register):
+    register(MedianLogits())

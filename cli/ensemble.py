@@ -1,0 +1,214 @@
+"""``mu ensemble`` and ``mu compare-ensembles``: combine source models' outputs at inference time."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from merginguriel_core.ensemble import run_ensemble
+from merginguriel_core.errors import ConfigError
+from merginguriel_core.evaluation import LogitsCache, Predictor, default_cache_dir
+from merginguriel_core.merge import resolve_device
+from merginguriel_core.models import resolve_location
+from merginguriel_core.plugins import get_registry
+from merginguriel_cli import options as opt
+from merginguriel_cli.evaluate import evaluator_plugins, write_json_atomically
+from merginguriel_cli.selecting import choose_sources, print_selection
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _predictor(cache_dir, no_cache, device, batch_size, max_length, progress) -> Predictor:
+    return Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
+                     batch_size, max_length, progress)
+
+
+def ensemble(
+    target_lang: opt.TargetLang = None,
+    voting_method: Annotated[str, typer.Option("--voting-method", help="majority, weighted_majority, soft, uriel_logits, ...")] = "uriel_logits",
+    weighting: opt.Weighting = opt.DEFAULTS["weighting"],
+    models: opt.Models = None,
+    model_pattern: opt.ModelPattern = opt.DEFAULTS["model_pattern"],
+    registry: opt.Registry = None,
+    model: opt.Model = None,
+    source_langs: opt.SourceLangs = None,
+    weights: opt.Weights = None,
+    weighting_param: opt.WeightingParams = None,
+    top_k: opt.TopK = opt.DEFAULTS["top_k"],
+    sinkhorn_iters: opt.SinkhornIters = opt.DEFAULTS["sinkhorn_iters"],
+    num_languages: opt.NumLanguages = opt.DEFAULTS["num_languages"],
+    include_target: opt.IncludeTarget = False,
+    features: opt.Features = opt.DEFAULTS["features"],
+    similarity_matrix: opt.SimilarityMatrix = None,
+    dataset: opt.Dataset = "sib200",
+    data_dir: opt.DataDir = None,
+    data_file: opt.DataFile = None,
+    split: Annotated[str, typer.Option("--split")] = "test",
+    evaluators: Annotated[Optional[list[str]], typer.Option("--evaluators")] = None,
+    predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write text, gold and predicted label per example (CSV).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    cache_dir: opt.CacheDir = None,
+    no_cache: opt.NoCache = False,
+    device: opt.Device = "auto",
+    progress: opt.Progress = True,
+) -> None:
+    """Ensemble the sources `mu merge` would select (same options, same weights) on --target-lang's split."""
+    registry_ = get_registry()
+    method = registry_.get("voting_method", voting_method)
+    data = registry_.get("dataset", dataset)
+    chosen = evaluator_plugins(evaluators)
+    location = opt.data_location(data_dir, data_file)
+    if predictions is not None and (predictions.exists() or not predictions.parent.is_dir()):
+        raise ConfigError(f"--predictions {predictions} exists or its folder does not; choose a new file")
+    selection, refs = choose_sources(
+        target_lang=target_lang, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
+        num_languages=num_languages, include_target=include_target, features=features,
+        similarity_matrix=similarity_matrix, source_langs=source_langs, weights=weights,
+        weighting_params=weighting_param, models=models, model_pattern=model_pattern, registry=registry, model=model,
+    )
+    if selection.target is None:
+        raise ConfigError("mu ensemble needs --target-lang")
+    print_selection(selection, refs)
+    folders = {loc: resolve_location(ref.location) for loc, ref in refs.items()}
+    predictor = _predictor(cache_dir, no_cache, device, batch_size, max_length, progress)
+    result = run_ensemble(target=selection.target, sources=selection.result.weights, models=folders, method=method,
+                          dataset=data, location=location, split=split, evaluators=chosen, predictor=predictor)
+    if predictions is not None:
+        labels = data.labels(location)
+        tmp = predictions.with_name(f".{predictions.name}.tmp-{os.getpid()}")
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["text", "gold", "predicted"])
+            for text, gold, predicted in zip(result.examples.texts, result.examples.labels, result.predictions):
+                writer.writerow([text, gold, labels[int(predicted)]])
+        os.replace(tmp, predictions)
+    report = result.as_dict() | {"forward_passes": predictor.forward_passes, "cache_hits": predictor.cache_hits}
+    typer.echo(json.dumps(report, indent=2))
+
+
+def compare_ensembles(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for comparison.csv, .json and .md.")],
+    target_langs: Annotated[list[str], typer.Option("--target-langs", help="Targets (space- or comma-separated).")],
+    voting_methods: Annotated[Optional[list[str]], typer.Option("--voting-methods", help="Methods to compare (default: all).")] = None,
+    weighting: opt.Weighting = opt.DEFAULTS["weighting"],
+    models: opt.Models = None,
+    model_pattern: opt.ModelPattern = opt.DEFAULTS["model_pattern"],
+    registry: opt.Registry = None,
+    model: opt.Model = None,
+    top_k: opt.TopK = opt.DEFAULTS["top_k"],
+    sinkhorn_iters: opt.SinkhornIters = opt.DEFAULTS["sinkhorn_iters"],
+    num_languages: opt.NumLanguages = opt.DEFAULTS["num_languages"],
+    include_target: opt.IncludeTarget = False,
+    features: opt.Features = opt.DEFAULTS["features"],
+    similarity_matrix: opt.SimilarityMatrix = None,
+    dataset: opt.Dataset = "sib200",
+    data_dir: opt.DataDir = None,
+    data_file: opt.DataFile = None,
+    split: Annotated[str, typer.Option("--split")] = "test",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    cache_dir: opt.CacheDir = None,
+    no_cache: opt.NoCache = False,
+    device: opt.Device = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing comparison files in --output.")] = False,
+    progress: opt.Progress = True,
+) -> None:
+    """Every (target, voting method) pair: accuracy next to the baselines, with mean, std, rank and wins per method."""
+    registry_ = get_registry()
+    methods = [registry_.get("voting_method", name) for name in opt.split_list(voting_methods) or registry_.names("voting_method")]
+    data = registry_.get("dataset", dataset)
+    evaluators = evaluator_plugins(None)
+    location = opt.data_location(data_dir, data_file)
+    if (output / "comparison.csv").exists() and not overwrite:
+        raise ConfigError(f"{output / 'comparison.csv'} already exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise ConfigError(f"the folder {output.parent} for --output does not exist")
+    predictor = _predictor(cache_dir, no_cache, device, batch_size, max_length, progress)
+    started = time.perf_counter()
+    rows, folders = [], None
+    for target in opt.split_list(target_langs):
+        selection, refs = choose_sources(
+            target_lang=target, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
+            num_languages=num_languages, include_target=include_target, features=features,
+            similarity_matrix=similarity_matrix, source_langs=None, weights=None, weighting_params=None,
+            models=models, model_pattern=model_pattern, registry=registry, model=model,
+        )
+        for note in selection.result.notes:
+            typer.echo(f"Note ({selection.target}): {note}", err=True)
+        folders = folders or {loc: resolve_location(ref.location) for loc, ref in refs.items()}
+        for method in methods:
+            result = run_ensemble(target=selection.target, sources=selection.result.weights, models=folders,
+                                  method=method, dataset=data, location=location, split=split, evaluators=evaluators,
+                                  predictor=predictor)
+            rows.append({
+                "target": result.target, "voting_method": method.name, "accuracy": result.metrics["accuracy"],
+                "macro_f1": result.metrics.get("macro_f1"), "sources": " ".join(l for l, _ in result.sources),
+                "best_source": result.best_source[0], "best_source_accuracy": result.best_source[1],
+                "best_zero_shot": result.best_zero_shot[0] if result.best_zero_shot else None,
+                "best_zero_shot_accuracy": result.best_zero_shot[1] if result.best_zero_shot else None,
+            })
+    table = pd.DataFrame(rows)
+    summary = summarise(table)
+    wall = time.perf_counter() - started
+    output.mkdir(exist_ok=True)
+    table.to_csv(output / ".comparison.csv.tmp", index=False, float_format="%.4f")
+    os.replace(output / ".comparison.csv.tmp", output / "comparison.csv")
+    write_json_atomically(output / "comparison.json", {
+        "rows": rows, "summary": summary.reset_index().to_dict(orient="records"),
+        "forward_passes": predictor.forward_passes, "cache_hits": predictor.cache_hits, "wall_seconds": round(wall, 2),
+    })
+    markdown = to_markdown(table, summary)
+    _write_text(output / "comparison.md", markdown)
+    typer.echo(markdown)
+    typer.echo(f"{len(rows)} runs, {predictor.forward_passes} forward passes, {predictor.cache_hits} cached, "
+               f"{wall:.1f} s -> {output}")
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean and std of accuracy, average rank across targets (1 = best; ties share
+    the mean rank) and wins (strictly better) against each baseline."""
+    ranks = table.groupby("target")["accuracy"].rank(ascending=False, method="average")
+    table = table.assign(rank=ranks,
+                         beats_best_source=table["accuracy"] > table["best_source_accuracy"],
+                         beats_best_zero_shot=table["accuracy"] > table["best_zero_shot_accuracy"].fillna(float("inf")))
+    return table.groupby("voting_method").agg(
+        mean_accuracy=("accuracy", "mean"), std_accuracy=("accuracy", "std"), mean_rank=("rank", "mean"),
+        wins_vs_best_source=("beats_best_source", "sum"), wins_vs_best_zero_shot=("beats_best_zero_shot", "sum"),
+        targets=("target", "count"),
+    ).sort_values("mean_rank")
+
+
+def to_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
+    pivot = table.pivot(index="target", columns="voting_method", values="accuracy")
+    baselines = table.drop_duplicates("target").set_index("target")[["best_source_accuracy", "best_zero_shot_accuracy"]]
+    lines = ["| target | " + " | ".join(pivot.columns) + " | best source | best zero-shot |",
+             "|---" * (len(pivot.columns) + 3) + "|"]
+    for target, row in pivot.iterrows():
+        base = baselines.loc[target]
+        cells = [f"{row[c]:.4f}" for c in pivot.columns]
+        zero = "—" if pd.isna(base["best_zero_shot_accuracy"]) else f"{base['best_zero_shot_accuracy']:.4f}"
+        lines.append(f"| {target} | " + " | ".join(cells) + f" | {base['best_source_accuracy']:.4f} | {zero} |")
+    lines += ["", "| method | mean | std | mean rank | wins vs best source | wins vs best zero-shot |", "|---|---|---|---|---|---|"]
+    for method, row in summary.iterrows():
+        std = "—" if pd.isna(row["std_accuracy"]) else f"{row['std_accuracy']:.4f}"
+        lines.append(f"| {method} | {row['mean_accuracy']:.4f} | {std} | {row['mean_rank']:.2f} | "
+                     f"{int(row['wins_vs_best_source'])}/{int(row['targets'])} | "
+                     f"{int(row['wins_vs_best_zero_shot'])}/{int(row['targets'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ensemble")(ensemble)
+    app.command("compare-ensembles")(compare_ensembles)
