@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from merginguriel_core.data import Examples, read_table
-from merginguriel_core.errors import ConfigError
+from merginguriel_core.errors import ConfigError, ModelError
 
 
 def default_stats_dir() -> Path:
@@ -96,15 +96,26 @@ def cached_statistics(
     return path, False
 
 
-def load_classifier(model_dir: Path, device: torch.device):
-    """A local sequence classifier and its tokenizer: safetensors only, no remote code."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_pretrained(loader, name_or_path: str | Path, **kwargs):
+    """``loader.from_pretrained`` (safetensors only, no remote code) with a one-line error
+    when the model cannot be found or fetched."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    return model, tokenizer
+    hf_logging.set_verbosity_error()
+    try:
+        return loader.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load {name_or_path}: {first}") from None
+
+
+def load_classifier(model_dir: Path, device: torch.device):
+    """A local sequence classifier and its tokenizer: safetensors only, no remote code."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = load_pretrained(AutoModelForSequenceClassification, model_dir, use_safetensors=True).to(device)
+    return model, load_pretrained(AutoTokenizer, model_dir)
 
 
 def label_ids(model, examples: Examples) -> list[int]:

@@ -43,8 +43,10 @@ def evaluate_sts(model_dir: Path, data_file: Path, device: torch.device, batch_s
         raise ConfigError(f"{data_file} has {len(gold)} pairs; at least 3 are needed for a correlation")
     if not model_dir.is_dir():
         raise ConfigError(f"--model {model_dir} is not a folder")
-    model = AutoModel.from_pretrained(model_dir, use_safetensors=True).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    from merginguriel_core.statistics import load_pretrained
+
+    model = load_pretrained(AutoModel, model_dir, use_safetensors=True).to(device)
+    tokenizer = load_pretrained(AutoTokenizer, model_dir)
     a = mean_pooled(model, tokenizer, first, device, batch_size, max_length)
     b = mean_pooled(model, tokenizer, second, device, batch_size, max_length)
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(1e-12)

@@ -110,10 +110,9 @@ def train_one(
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` on ``locale``'s train split; evaluate on dev; save atomically."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    from merginguriel_core.statistics import load_pretrained
+
     config.check()
     started = time.perf_counter()
     label_space = dataset.labels(location)
@@ -125,8 +124,9 @@ def train_one(
     dev_labels = label_ids(dev.labels, dev, label_space)
 
     _seed_everything(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForSequenceClassification.from_pretrained(
+    tokenizer = load_pretrained(AutoTokenizer, base_model)
+    model = load_pretrained(
+        AutoModelForSequenceClassification,
         base_model,
         num_labels=len(label_space),
         id2label=dict(enumerate(label_space)),

@@ -256,3 +256,12 @@ def test_changed_model_invalidates_its_cache_entries(runner, trained, sib_dir, t
     assert run_cli(runner, *args).exit_code == 0
     details = json.loads((tmp_path / "n" / "nxn_details.json").read_text())
     assert details["forward_passes"] == 4 and details["cache_hits"] == 12
+
+
+def test_train_hub_model_offline_is_one_line(runner, sib_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run_cli(runner, "train", "--base-model", "xlm-roberta-base", "--data-dir", sib_dir, "--locale", "de-DE",
+                     "--output", tmp_path / "out", "--no-progress")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot load xlm-roberta-base:") and result.output.count("\n") == 1
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
