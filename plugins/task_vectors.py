@@ -80,7 +80,7 @@ class TaskVectorStrategy(MergeStrategy):
         numel = math.prod(job.shape) if job.shape else 1
         k = len(job.weights)
         density = job.params["density"]
-        keep = max(1, int(round(density * numel)))
+        keep = max(1, int(density * numel))  # as peft and mergekit count it
 
         def magnitudes():
             for chunk in job.chunks():

@@ -81,7 +81,7 @@ def ref_task_arithmetic(name, scaling=1.0):
 def ref_ties(name, density, scaling=1.0):
     deltas = [d.reshape(-1) for d in _deltas(name)]
     n = deltas[0].size
-    keep = max(1, int(round(density * n)))
+    keep = max(1, int(density * n))
     trimmed = []
     for d in deltas:
         threshold = np.sort(np.abs(d))[::-1][keep - 1]
@@ -101,7 +101,7 @@ def ref_breadcrumbs(name, density, gamma):
     for w, d in zip(WEIGHTS, _deltas(name)):
         flat = np.abs(d.reshape(-1))
         n = flat.size
-        keep = max(1, int(round(density * n)))
+        keep = max(1, int(density * n))
         top = min(int(gamma * n), n - keep)
         ordered = np.sort(flat)[::-1]
         high = ordered[top - 1] if top > 0 else np.inf
