@@ -3,7 +3,8 @@
 Builds K synthetic fine-tuned models shaped like ``xlm-roberta-base`` for sequence
 classification (hidden 768, 12 layers, vocabulary 250,002, 60 labels: ~278M parameters,
 ~1.1 GB in fp32) from one random base plus per-model deltas, cached between runs
-(``--size small``: hidden 64, 4 layers, ~17M parameters, for a quick run). Then, each merge a
+(``--size small``: hidden 64, 4 layers, ~17M parameters, for a quick run; ``--size medium``:
+hidden 96, 2 layers, ~100 MB per model). Then, each merge a
 separate process under ``/usr/bin/time -v``:
 
 - ours: ``mu merge`` with linear, task_arithmetic, ties (density 0.5), dare_ties, slerp (two
@@ -37,6 +38,8 @@ import torch
 SIZES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
     "small": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256),
+    # ~100 MB per model, nearly all of it the 250,002-row embedding matrix.
+    "medium": dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=2, intermediate_size=384),
 }
 LOCALES = ["de-DE", "nl-NL", "af-ZA", "da-DK", "sv-SE", "fr-FR", "es-ES", "it-IT"]
 PATTERN = "model_{locale}"
@@ -186,8 +189,6 @@ def main() -> None:
 
         data.write_text("text\tlabel\n" + "".join(f"set an alarm for {i} am\t{MASSIVE_INTENTS[i % 60]}\n" for i in range(8)))
     env = dict(os.environ)
-    if args.size == "small":  # the small models have no tokenizer of their own: lend them e5's if built
-        pass
     rows = []
     with tempfile.TemporaryDirectory(dir=args.cache) as work:
         work = Path(work)
@@ -207,8 +208,7 @@ def main() -> None:
             config = work / f"{method}.yml"
             config.write_text(json.dumps(mergekit_config(method, root / "base", models)))
             try:
-                return measure([str(mergekit), str(config), str(out), "--copy-tokenizer", "--lazy-unpickle"]
-                               if False else [str(mergekit), str(config), str(out)]), out
+                return measure([str(mergekit), str(config), str(out)]), out
             except RuntimeError as exc:
                 print(f"notice: mergekit {method} failed: {exc}", file=sys.stderr)
                 return None, None
