@@ -106,9 +106,9 @@ NAIVE = textwrap.dedent('''
             flat = d.reshape(len(states), -1)
             if method == "ties":
                 k = max(1, int(params["density"] * flat.shape[1]))
-                top = flat.abs().argsort(dim=1, descending=True)[:, :k]            # full sort, like most tools
-                mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, top, True)
-                flat = flat * mask
+                for row in flat:                                                    # per model, in place
+                    threshold = row.abs().kthvalue(row.numel() - k + 1).values
+                    row.mul_(row.abs() >= threshold)
             else:
                 flat = flat * (torch.rand_like(flat) < params["density"]) / params["density"]
             sign = torch.where(flat.sum(0) >= 0, 1.0, -1.0)
