@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,14 +17,9 @@ from merginguriel_core.merge import resolve_device
 from merginguriel_core.models import resolve_location
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
-from merginguriel_cli.evaluate import evaluator_plugins, write_json_atomically
+from merginguriel_cli.evaluate import evaluator_plugins
+from merginguriel_cli.results import check_results_folder, write_json_atomically, write_text_atomically
 from merginguriel_cli.selecting import choose_sources, print_selection
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _predictor(cache_dir, no_cache, device, batch_size, max_length, progress) -> Predictor:
@@ -87,13 +80,9 @@ def ensemble(
                           dataset=data, location=location, split=split, evaluators=chosen, predictor=predictor)
     if predictions is not None:
         labels = data.labels(location)
-        tmp = predictions.with_name(f".{predictions.name}.tmp-{os.getpid()}")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["text", "gold", "predicted"])
-            for text, gold, predicted in zip(result.examples.texts, result.examples.labels, result.predictions):
-                writer.writerow([text, gold, labels[int(predicted)]])
-        os.replace(tmp, predictions)
+        rows = pd.DataFrame({"text": result.examples.texts, "gold": result.examples.labels,
+                             "predicted": [labels[int(p)] for p in result.predictions]})
+        write_text_atomically(predictions, rows.to_csv(index=False))
     report = result.as_dict() | {"forward_passes": predictor.forward_passes, "cache_hits": predictor.cache_hits}
     typer.echo(json.dumps(report, indent=2))
 
@@ -131,10 +120,7 @@ def compare_ensembles(
     data = registry_.get("dataset", dataset)
     evaluators = evaluator_plugins(None)
     location = opt.data_location(data_dir, data_file)
-    if (output / "comparison.csv").exists() and not overwrite:
-        raise ConfigError(f"{output / 'comparison.csv'} already exists; pass --overwrite to replace it")
-    if not output.parent.is_dir():
-        raise ConfigError(f"the folder {output.parent} for --output does not exist")
+    check_results_folder(output, "comparison.csv", overwrite)
     predictor = _predictor(cache_dir, no_cache, device, batch_size, max_length, progress)
     started = time.perf_counter()
     rows, folders = [], None
@@ -163,14 +149,13 @@ def compare_ensembles(
     summary = summarise(table)
     wall = time.perf_counter() - started
     output.mkdir(exist_ok=True)
-    table.to_csv(output / ".comparison.csv.tmp", index=False, float_format="%.4f")
-    os.replace(output / ".comparison.csv.tmp", output / "comparison.csv")
+    write_text_atomically(output / "comparison.csv", table.to_csv(index=False, float_format="%.4f"))
     write_json_atomically(output / "comparison.json", {
         "rows": rows, "summary": summary.reset_index().to_dict(orient="records"),
         "forward_passes": predictor.forward_passes, "cache_hits": predictor.cache_hits, "wall_seconds": round(wall, 2),
     })
     markdown = to_markdown(table, summary)
-    _write_text(output / "comparison.md", markdown)
+    write_text_atomically(output / "comparison.md", markdown)
     typer.echo(markdown)
     typer.echo(f"{len(rows)} runs, {predictor.forward_passes} forward passes, {predictor.cache_hits} cached, "
                f"{wall:.1f} s -> {output}")

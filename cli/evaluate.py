@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,20 +14,13 @@ from merginguriel_core.languages import resolve_language
 from merginguriel_core.merge import resolve_device
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
+from merginguriel_cli.results import write_json_atomically
 
 
 def evaluator_plugins(names: Optional[list[str]]):
     registry = get_registry()
     chosen = opt.split_list(names) or registry.names("evaluator")
     return [registry.get("evaluator", name) for name in chosen]
-
-
-def write_json_atomically(path: Path, data) -> None:
-    if not path.parent.is_dir():
-        raise ConfigError(f"the folder {path.parent} for {path.name} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def evaluate(

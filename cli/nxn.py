@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -18,15 +16,14 @@ from merginguriel_core.merge import resolve_device
 from merginguriel_core.models import collect_models, resolve_location
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
-from merginguriel_cli.evaluate import evaluator_plugins, write_json_atomically
+from merginguriel_cli.evaluate import evaluator_plugins
+from merginguriel_cli.results import check_results_folder, write_json_atomically, write_text_atomically
 
 MATRIX = "evaluation_matrix.csv"
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    frame.to_csv(tmp, float_format="%.4f")
-    os.replace(tmp, path)
+    write_text_atomically(path, frame.to_csv(float_format="%.4f"))
 
 
 def nxn(
@@ -53,10 +50,7 @@ def nxn(
     data = get_registry().get("dataset", dataset)
     chosen = evaluator_plugins(evaluators)
     location = opt.data_location(data_dir, data_file)
-    if (output / MATRIX).exists() and not overwrite:
-        raise ConfigError(f"{output / MATRIX} already exists; pass --overwrite to replace it")
-    if not output.parent.is_dir():
-        raise ConfigError(f"the folder {output.parent} for --output does not exist")
+    check_results_folder(output, MATRIX, overwrite)
     refs = collect_models(models, model_pattern, registry, model or ())
     targets = [resolve_language(code).locale for code in opt.split_list(target_langs)] or list(refs)
     available = set(data.locales(location))
