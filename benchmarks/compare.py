@@ -127,13 +127,24 @@ FLOOR = textwrap.dedent('''
     import sys
     from pathlib import Path
     from merginguriel_core.io import TensorSource, ShardedSafetensorsWriter
+    from merginguriel_core.memory import reuse_freed_buffers
+    reuse_freed_buffers()
     out, *paths = sys.argv[1:]
     sources = [TensorSource(p) for p in paths]
+    rows_per = lambda shape: max(1, (2 * 1024**2) // (4 * max(1, __import__("math").prod(shape[1:]))))
     with ShardedSafetensorsWriter(Path(out), sources[0].layout()) as writer:
-        for name in sources[0].keys():
-            for source in sources[1:]:
-                source.get(name)                  # read every input once
-            writer.write(name, sources[0].get(name))   # write one output
+        for name, dtype, shape in sources[0].layout():
+            if len(shape) == 0:
+                for source in sources[1:]:
+                    source.get(name)
+                writer.write(name, sources[0].get(name))
+                continue
+            step = rows_per(shape)
+            for start in range(0, shape[0], step):      # 2 MiB slices, as the merges read them
+                stop = min(shape[0], start + step)
+                for source in sources[1:]:
+                    source.get_rows(name, start, stop)  # read every input once
+                writer.write_rows(name, sources[0].get_rows(name, start, stop))  # write one output
 ''')
 
 

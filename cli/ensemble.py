@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import pandas as pd
 import typer
 
 from merginguriel_core.ensemble import run_ensemble
@@ -20,6 +19,9 @@ from merginguriel_cli import options as opt
 from merginguriel_cli.evaluate import evaluator_plugins
 from merginguriel_cli.results import check_results_folder, write_json_atomically, write_text_atomically
 from merginguriel_cli.selecting import choose_sources, print_selection
+
+if TYPE_CHECKING:  # pandas is imported where it is used: it costs every `mu` call ~0.5 s
+    import pandas as pd
 
 
 def _predictor(cache_dir, no_cache, device, batch_size, max_length, progress) -> Predictor:
@@ -58,6 +60,8 @@ def ensemble(
     progress: opt.Progress = True,
 ) -> None:
     """Ensemble the sources `mu merge` would select (same options, same weights) on --target-lang's split."""
+    import pandas as pd
+
     registry_ = get_registry()
     method = registry_.get("voting_method", voting_method)
     data = registry_.get("dataset", dataset)
@@ -115,6 +119,8 @@ def compare_ensembles(
     progress: opt.Progress = True,
 ) -> None:
     """Every (target, voting method) pair: accuracy next to the baselines, with mean, std, rank and wins per method."""
+    import pandas as pd
+
     registry_ = get_registry()
     methods = [registry_.get("voting_method", name) for name in opt.split_list(voting_methods) or registry_.names("voting_method")]
     data = registry_.get("dataset", dataset)
@@ -176,6 +182,8 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
+    import pandas as pd
+
     pivot = table.pivot(index="target", columns="voting_method", values="accuracy")
     baselines = table.drop_duplicates("target").set_index("target")[["best_source_accuracy", "best_zero_shot_accuracy"]]
     lines = ["| target | " + " | ".join(pivot.columns) + " | best source | best zero-shot |",

@@ -47,7 +47,7 @@ def merge(
     max_length: Annotated[int, typer.Option("--max-length", help="Token limit per example when computing statistics.")] = 128,
     device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="Output dtype of floating tensors: auto (as the sources), float32, float16, bfloat16.")] = "auto",
-    chunk_size: Annotated[str, typer.Option("--chunk-size", help="Largest slice of one tensor merged at once, per source (float32 bytes); auto keeps all chunks within an eighth of one model.")] = "auto",
+    chunk_size: Annotated[str, typer.Option("--chunk-size", help="Largest slice of one tensor merged at once, per source (float32 bytes); auto: cache-sized on the CPU (2 MiB), up to 32 MiB on a GPU, all chunks within an eighth of one model.")] = "auto",
     max_shard_size: Annotated[str, typer.Option("--max-shard-size", help="Largest output safetensors shard.")] = "2GB",
     seed: Annotated[int, typer.Option("--seed", help="Seed for random strategies (DARE).")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output folder.")] = False,

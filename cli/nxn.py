@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import pandas as pd
 import typer
 
 from merginguriel_core.errors import ConfigError
@@ -18,6 +17,9 @@ from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
 from merginguriel_cli.evaluate import evaluator_plugins
 from merginguriel_cli.results import check_results_folder, write_json_atomically, write_text_atomically
+
+if TYPE_CHECKING:  # pandas is imported where it is used: it costs every `mu` call ~0.5 s
+    import pandas as pd
 
 MATRIX = "evaluation_matrix.csv"
 
@@ -47,6 +49,8 @@ def nxn(
     progress: opt.Progress = True,
 ) -> None:
     """Evaluate every source model on every target language (logits cached; a rerun computes only what is missing)."""
+    import pandas as pd
+
     data = get_registry().get("dataset", dataset)
     chosen = evaluator_plugins(evaluators)
     location = opt.data_location(data_dir, data_file)

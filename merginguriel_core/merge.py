@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
 from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy, TensorJob
 from merginguriel_core.io import ShardedSafetensorsWriter, TensorSource
+from merginguriel_core.memory import MMAP_THRESHOLD_MAX, reuse_freed_buffers
 from merginguriel_core.params import resolve_params
 
 #: Files never copied from a source folder into the merged model.
@@ -185,16 +186,22 @@ def check_compatible(sources: list[SourceModel], readers: list[TensorSource], ba
                 )
 
 
-MIN_CHUNK_BYTES = 1024**2
-MAX_CHUNK_BYTES = 64 * 1024**2
+MIN_CHUNK_BYTES = 256 * 1024
+#: On the CPU small chunks are fastest: the K source chunks, the result and a strategy's
+#: temporaries then stay in the processor's caches instead of streaming through memory once
+#: per elementwise step (2 MiB beat 4, 8 and 20 MiB by 10-35 % on 5 × 1.1 GB models).
+MAX_CHUNK_BYTES_CPU = 2 * 1024**2
+#: On a GPU larger chunks amortise kernel launches and host-to-device copies.
+MAX_CHUNK_BYTES_GPU = MMAP_THRESHOLD_MAX  # larger host buffers would bypass the reused heap
 
 
-def auto_chunk_bytes(model_bytes: int, num_sources: int) -> int:
+def auto_chunk_bytes(model_bytes: int, num_sources: int, device: torch.device | str = "cpu") -> int:
     """A chunk size that keeps the K source chunks, the base's and the output chunk within
-    an eighth of one model's size (between 1 MiB and 64 MiB per source), leaving room for
-    a strategy's temporaries (task vectors, masks) of similar size."""
+    an eighth of one model's size, capped at 2 MiB per source on the CPU (cache-sized) and
+    32 MiB on a GPU, and at least 256 KiB."""
     budget = model_bytes // (8 * (num_sources + 2))
-    return max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, budget))
+    cap = MAX_CHUNK_BYTES_CPU if torch.device(device).type == "cpu" else MAX_CHUNK_BYTES_GPU
+    return max(MIN_CHUNK_BYTES, min(cap, budget))
 
 
 def _seed_for(seed: int, name: str, start: int) -> int:
@@ -356,7 +363,9 @@ def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folde
                             f"strategy {request.strategy.name!r} returned shape {list(merged.shape)} "
                             f"for {name} rows {chunk.start}:{chunk.stop}, expected {list(expected)}"
                         )
-                    if not bool(torch.isfinite(merged).all()):
+                    # One reduction instead of a mask the size of the chunk: a sum is finite
+                    # unless an entry is NaN/inf (or huge values overflow, checked exactly).
+                    if not math.isfinite(float(merged.sum())) and not bool(torch.isfinite(merged).all()):
                         _explain_non_finite(request, chunk, name)
                     merged = merged.to(dtype).cpu()
                     if len(shape) == 0:
@@ -451,13 +460,14 @@ def run_merge(request: MergeRequest) -> MergeSummary:
     """Validate, merge and write ``request``; the output appears only when complete."""
     request.params = validate_request(request)
     device = resolve_device(request.device)
+    reuse_freed_buffers()
     started = time.perf_counter()
     with ExitStack() as stack:
         readers = [stack.enter_context(TensorSource(s.path)) for s in request.sources]
         base = stack.enter_context(TensorSource(request.base)) if request.base is not None else None
         check_compatible(request.sources, readers, base)
         if request.chunk_bytes is None:
-            request.chunk_bytes = auto_chunk_bytes(readers[0].total_bytes(), len(readers))
+            request.chunk_bytes = auto_chunk_bytes(readers[0].total_bytes(), len(readers), device)
         names = readers[0].keys()
         out_dtype = {
             name: (DTYPES[request.dtype] if request.dtype != "auto" and readers[0].info(name).dtype.is_floating_point

@@ -1,18 +1,166 @@
-"""Exact k-th largest magnitudes of tensors streamed in chunks: a two-pass radix select.
+"""Exact k-th largest magnitudes of tensors streamed in chunks, without sorting them.
 
-For non-negative float32 values the IEEE-754 bit pattern, read as an integer, orders like the
-value. The first pass counts values by their top 16 bits (65,536 buckets); the bucket that
-holds the k-th largest is then resolved by counting its low 16 bits in a second pass. Memory
-is two histograms per query, whatever the tensor size; no sort, no copy of the tensor.
+The answer is always exact; how fast it comes depends on a random sample (Floyd & Rivest's
+idea, "Expected time bounds for selection", CACM 1975):
+
+1. While reading the chunks once, keep a uniform random sample of each stream (2^16
+   values). Its order statistics bracket the k-th largest value in a window [lo, hi] that
+   holds it with overwhelming probability (six standard deviations of the sample quantile).
+2. Count the values above ``hi`` and collect the few inside the window (about 2 % of the
+   stream); the k-th largest is then a selection among those alone.
+
+When the whole tensor is one chunk it is already in memory and step 2 runs on it directly:
+one read, two comparisons per value. If the window missed (probability ~1e-9) or holds too
+many values (heavy ties, e.g. a tensor of zeros), the selection falls back to a two-pass
+radix select on the float bits: for non-negative float32 values the IEEE-754 bit pattern,
+read as an integer, orders like the value, so counting values by their top 16 bits and then
+by the low 16 bits inside the one bucket that holds the answer finds it exactly.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
 _BUCKETS = 1 << 16
+#: Sample size per stream; the window is ~2·6·sqrt(q(1-q)/SAMPLE) of the values wide.
+SAMPLE = 1 << 16
+_SIGMAS = 6.0
+
+Passes = Callable[[], Iterable[Sequence[torch.Tensor]]]
+
+
+def kth_largest(passes: Passes, queries: Sequence[tuple[int, int]], numel: int) -> list[float]:
+    """The exact ``k``-th largest value of stream ``i`` for each query ``(i, k)``.
+
+    Args:
+        passes: called once per pass; each call yields, chunk by chunk, a sequence of
+            non-negative tensors (one per stream, e.g. |δᵢ| for K models).
+        queries: ``(stream index, k)`` pairs, ``1 <= k <= numel``.
+        numel: the number of values of every stream (over all its chunks).
+    Returns:
+        One float per query (``inf`` for ``k == 0``, meaning "nothing is that large").
+    """
+    results = [math.inf] * len(queries)
+    active = [(q, stream, k) for q, (stream, k) in enumerate(queries) if k > 0]
+    for _, stream, k in active:
+        if k > numel:
+            raise ValueError(f"k={k} exceeds the {numel} values of stream {stream}")
+    if not active:
+        return results
+    streams = sorted({stream for _, stream, _ in active})
+    generator = torch.Generator().manual_seed(0)  # only the speed depends on the draw
+    # Buffers that live across chunks are allocated once, up front: many small long-lived
+    # tensors between the chunk buffers would fragment the heap (gigabytes on a 1 GB model).
+    whole = numel <= SAMPLE  # small streams are "sampled" completely: the sample is the answer
+    capacity = numel if whole else SAMPLE + 1024
+    samples: dict[int, torch.Tensor] = {}
+    filled = 0
+    first, chunks, seen = None, 0, 0
+    for chunk in passes():
+        chunks += 1
+        first = chunk if chunks == 1 else None
+        size = chunk[streams[0]].numel()
+        take = size if whole else min(size, math.ceil(SAMPLE * size / numel), capacity - filled)
+        index = None if whole else torch.randint(size, (take,), generator=generator).to(chunk[streams[0]].device)
+        for s in streams:
+            values = chunk[s].reshape(-1)
+            if s not in samples:
+                samples[s] = torch.empty(capacity, dtype=torch.float32, device=values.device)
+            target = samples[s][filled:filled + take]
+            target.copy_(values if whole else values[index])
+        filled += take
+        seen += size
+    if seen != numel:
+        raise ValueError(f"the chunks hold {seen} values, not the {numel} announced")
+    drawn = {s: samples[s][:filled].cpu().numpy() for s in streams}
+    del samples
+    if whole:
+        for q, stream, k in active:
+            results[q] = _kth_of_array(drawn[stream], k)
+        return results
+    windows = {q: _window(drawn[stream], k, numel) for q, stream, k in active}
+    if chunks == 1:  # the whole tensor is in memory: resolve each window on it directly
+        missed = []
+        for q, stream, k in active:
+            above, picked = _split(first[stream].reshape(-1), *windows[q][:2])
+            if 0 < k - above <= picked.numel():
+                results[q] = float(picked.kthvalue(picked.numel() - (k - above) + 1).values)
+            else:
+                missed.append((q, stream, k))
+        for q, stream, k in missed:
+            values = first[stream].reshape(-1)
+            results[q] = float(values.kthvalue(values.numel() - k + 1).values)
+        return results
+    del first
+    above = {q: 0 for q, _, _ in active}
+    counted = {q: 0 for q, _, _ in active}
+    inside: dict[int, torch.Tensor | None] = {}
+    for chunk in passes():
+        for q, stream, _ in active:
+            lo, hi, expected = windows[q]
+            count, picked = _split(chunk[stream].reshape(-1), lo, hi)
+            if q not in inside:  # room for 25 % more than expected (10 standard deviations)
+                inside[q] = torch.empty(math.ceil(1.25 * expected) + 4096, dtype=picked.dtype, device=picked.device)
+            buffer = inside[q]
+            if buffer is not None and counted[q] + picked.numel() <= buffer.numel():
+                buffer[counted[q]:counted[q] + picked.numel()].copy_(picked)
+            else:
+                inside[q] = None  # far more ties than expected: count exactly instead
+            above[q] += count
+            counted[q] += picked.numel()
+    missed = []
+    for q, stream, k in active:
+        rank = k - above[q]
+        if inside[q] is None or not 0 < rank <= counted[q]:
+            missed.append((q, stream, k))
+            continue
+        values = inside[q][:counted[q]]
+        results[q] = float(values.kthvalue(values.numel() - rank + 1).values)
+    del inside
+    if missed:
+        found = _radix_select(passes, [(stream, k) for _, stream, k in missed])
+        for (q, _, _), value in zip(missed, found):
+            results[q] = value
+    return results
+
+
+def _kth_of_array(values: np.ndarray, k: int) -> float:
+    """The k-th largest entry of a 1-D array (linear time)."""
+    position = values.size - k
+    return float(np.partition(values, position)[position])
+
+
+def _window(sample: np.ndarray, k: int, numel: int) -> tuple[float, float, float]:
+    """[lo, hi] around the k-th largest of ``numel`` values, from a random ``sample`` of
+    them, and about how many of the values it holds."""
+    size = sample.size
+    quantile = k / numel
+    position = quantile * size  # of the k-th largest, counted from the top of the sample
+    spread = _SIGMAS * math.sqrt(size * quantile * (1 - quantile)) + 2
+    top, bottom = math.floor(position - spread), math.ceil(position + spread)
+    # Descending position p is ascending position size - 1 - p; select both in one O(n) pass.
+    wanted = sorted({size - 1 - p for p in (top, bottom) if 0 <= p < size})
+    ordered = np.partition(sample, wanted) if wanted else sample
+    hi = float(ordered[size - 1 - top]) if top >= 0 else math.inf
+    lo = float(ordered[size - 1 - bottom]) if bottom < size else -math.inf
+    share = (min(bottom, size - 1) - max(top, 0) + 1) / size
+    return lo, hi, share * numel
+
+
+def _split(values: torch.Tensor, lo: float, hi: float) -> tuple[int, torch.Tensor]:
+    """How many of ``values`` exceed ``hi``, and those within [lo, hi]."""
+    if values.device.type == "cpu":  # numpy's boolean counting and selection are ~3× faster here
+        array = values.numpy()
+        above = int(np.count_nonzero(array > hi)) if hi != math.inf else 0
+        inside = (array >= lo) & (array <= hi) if hi != math.inf else array >= lo
+        return above, torch.from_numpy(array[inside])
+    if hi == math.inf:
+        return 0, values[values >= lo]
+    return int(torch.count_nonzero(values > hi)), values[(values >= lo) & (values <= hi)]
 
 
 def _bits(values: torch.Tensor) -> torch.Tensor:
@@ -28,41 +176,14 @@ def _find(counts: torch.Tensor, rank: int) -> tuple[int, int]:
     return _BUCKETS - 1 - index, rank - above
 
 
-def kth_largest(passes: Callable[[], Iterable[Sequence[torch.Tensor]]], queries: Sequence[tuple[int, int]]) -> list[float]:
-    """The exact ``k``-th largest value of stream ``i`` for each query ``(i, k)``.
-
-    Args:
-        passes: called once per pass; each call yields, chunk by chunk, a sequence of
-            non-negative tensors (one per stream, e.g. |δᵢ| for K models).
-        queries: ``(stream index, k)`` pairs, ``1 <= k <= number of values of that stream``.
-    Returns:
-        One float per query (``inf`` for ``k == 0``, meaning "nothing is that large").
-    """
-    results = [float("inf")] * len(queries)
-    active = [(q, stream, k) for q, (stream, k) in enumerate(queries) if k > 0]
-    if not active:
-        return results
-    iterator = iter(passes())
-    first = next(iterator, None)
-    if first is not None and next(iterator, None) is None:
-        # The whole tensor is one chunk, already in memory: select directly (O(n), no sort).
-        for q, stream, k in active:
-            values = first[stream].flatten()
-            if k > values.numel():
-                raise ValueError(f"k={k} exceeds the {values.numel()} values of stream {stream}")
-            results[q] = float(values.kthvalue(values.numel() - k + 1).values)
-        return results
-    del first, iterator
-    streams = sorted({stream for _, stream, _ in active})
+def _radix_select(passes: Passes, queries: Sequence[tuple[int, int]]) -> list[float]:
+    """Exact k-th largest values by two counting passes over the float bits (any ties)."""
+    streams = sorted({stream for stream, _ in queries})
     high = {s: torch.zeros(_BUCKETS, dtype=torch.int64) for s in streams}
     for chunk in passes():
         for s in streams:
             high[s] += torch.bincount(_bits(chunk[s]) >> 16, minlength=_BUCKETS).cpu()
-    wanted = {}
-    for q, stream, k in active:
-        if k > int(high[stream].sum()):
-            raise ValueError(f"k={k} exceeds the {int(high[stream].sum())} values of stream {stream}")
-        wanted[q] = (stream, *_find(high[stream], k))
+    wanted = {q: (stream, *_find(high[stream], k)) for q, (stream, k) in enumerate(queries)}
     low = {q: torch.zeros(_BUCKETS, dtype=torch.int64) for q in wanted}
     for chunk in passes():
         for s in streams:
@@ -71,8 +192,9 @@ def kth_largest(passes: Callable[[], Iterable[Sequence[torch.Tensor]]], queries:
                 if stream == s:
                     low[q] += torch.bincount(keys[(keys >> 16) == bucket] & 0xFFFF, minlength=_BUCKETS).cpu()
             del keys
+    results = []
     for q, (stream, bucket, rank) in wanted.items():
         lower, _ = _find(low[q], rank)
         key = torch.tensor([(bucket << 16) | lower], dtype=torch.int32)
-        results[q] = float(key.view(torch.float32))
+        results.append(float(key.view(torch.float32)))
     return results

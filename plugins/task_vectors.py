@@ -84,14 +84,14 @@ class TaskVectorStrategy(MergeStrategy):
 
         def magnitudes():
             for chunk in job.chunks():
-                yield [(source - chunk.base).abs() for source in chunk.sources]
+                yield [torch.sub(source, chunk.base).abs_() for source in chunk.sources]
 
         if self.sparsification == "magnitude":
-            low = kth_largest(magnitudes, [(i, keep) for i in range(k)])
+            low = kth_largest(magnitudes, [(i, keep) for i in range(k)], numel)
             return _Thresholds(torch.tensor(low), torch.full((k,), math.inf))
         top = int(job.params["gamma"] * numel)
         top = max(0, min(top, numel - keep))
-        values = kth_largest(magnitudes, [(i, r) for i in range(k) for r in (top, top + keep)])
+        values = kth_largest(magnitudes, [(i, r) for i in range(k) for r in (top, top + keep)], numel)
         high, low = torch.tensor(values[0::2]), torch.tensor(values[1::2])
         # Never let the band drop every non-zero entry (ties at the top, or a delta whose
         # few non-zero entries are all "outliers"): then keep the outliers too.

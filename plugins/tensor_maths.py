@@ -87,23 +87,23 @@ def weighted_sum(deltas: Sequence[torch.Tensor], weights: torch.Tensor) -> torch
 
 def elect_sign(deltas: Sequence[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """TIES sign election: +1 where Σ wᵢ δᵢ >= 0, else -1 (the weighted "total mass" rule)."""
-    return torch.where(weighted_sum(deltas, weights) >= 0, 1.0, -1.0).to(deltas[0].dtype)
+    return weighted_sum(deltas, weights).ge_(0).mul_(2).sub_(1)
 
 
 def disjoint_weighted_mean(deltas: Sequence[torch.Tensor], weights: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
     """Σᵢ wᵢ δᵢ / Σᵢ wᵢ over the models whose entry is non-zero and has the elected ``sign``
-    (0 where no model qualifies).
+    (0 where no model qualifies). Overwrites ``deltas`` (each is zeroed where it disagrees).
 
     With every entry agreeing and weights summing to 1 this is Σ wᵢ δᵢ (task arithmetic).
     """
     numerator = torch.zeros_like(deltas[0])
     denominator = torch.zeros_like(deltas[0])
-    positive = sign > 0
     for delta, weight in zip(deltas, weights):
-        agree = (delta != 0) & ((delta > 0) == positive)
-        numerator.add_(torch.where(agree, delta, 0.0), alpha=float(weight))
-        denominator.add_(agree.to(delta.dtype), alpha=float(weight))
-    return torch.where(denominator > 0, numerator / denominator.clamp_min(torch.finfo(numerator.dtype).tiny), 0.0)
+        agree = torch.mul(delta, sign).gt_(0)  # non-zero and of the elected sign, as 1.0/0.0
+        numerator.add_(delta.mul_(agree), alpha=float(weight))
+        denominator.add_(agree, alpha=float(weight))
+    # Where no model agrees the numerator is 0 too, so 0 / tiny = 0.
+    return numerator.div_(denominator.clamp_min_(torch.finfo(numerator.dtype).tiny))
 
 
 # ------------------------------------------------------------- importance-weighted means

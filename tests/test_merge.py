@@ -246,12 +246,14 @@ def test_hub_id_that_cannot_be_fetched(runner, zoo_dir, tmp_path, monkeypatch):
 
 
 def test_auto_chunk_size_bounds_memory_to_an_eighth_of_a_model():
-    from merginguriel_core.merge import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, auto_chunk_bytes
+    from merginguriel_core.merge import MAX_CHUNK_BYTES_CPU, MAX_CHUNK_BYTES_GPU, MIN_CHUNK_BYTES, auto_chunk_bytes
 
     one_model = 1_112_000_000  # xlm-roberta-base classifier, fp32
-    assert auto_chunk_bytes(one_model, 5) == one_model // 56
-    assert auto_chunk_bytes(one_model, 5) * 7 <= one_model / 8
-    assert auto_chunk_bytes(10 * one_model, 5) == MAX_CHUNK_BYTES
+    assert auto_chunk_bytes(one_model, 5, "cuda") == one_model // 56
+    assert auto_chunk_bytes(one_model, 5, "cuda") * 7 <= one_model / 8
+    assert auto_chunk_bytes(10 * one_model, 5, "cuda") == MAX_CHUNK_BYTES_GPU == 32 * 1024**2
+    assert auto_chunk_bytes(one_model, 5) == auto_chunk_bytes(one_model, 5, "cpu") == MAX_CHUNK_BYTES_CPU == 2 * 1024**2
+    assert auto_chunk_bytes(40_000_000, 5) == 40_000_000 // 56  # below the cap: an eighth of the model
     assert auto_chunk_bytes(20_000, 5) == MIN_CHUNK_BYTES
 
 

@@ -304,11 +304,41 @@ def test_kth_largest_streaming_matches_sort():
     values[1][::7] = 0.0
     chunks = [[v[i:i + 64] for v in values] for i in range(0, 1000, 64)]
     queries = [(0, 1), (0, 137), (0, 1000), (1, 1), (1, 500), (1, 999), (0, 0)]
-    got = kth_largest(lambda: iter(chunks), queries)
+    got = kth_largest(lambda: iter(chunks), queries, 1000)
     for (stream, k), value in zip(queries, got):
         expected = math.inf if k == 0 else float(np.sort(values[stream].numpy())[::-1][k - 1])
         assert value == expected
-    assert kth_largest(lambda: iter([[values[0]]]), [(0, 137)]) == [got[1]]
+    assert kth_largest(lambda: iter([[values[0]]]), [(0, 137)], 1000) == [got[1]]
+
+
+def _sorted_kth(values: torch.Tensor, k: int) -> float:
+    return float(np.sort(values.numpy())[::-1][k - 1])
+
+
+@pytest.mark.parametrize("chunk", [50_000, 300_000])  # streamed in 6 chunks / whole in memory
+def test_kth_largest_sampled_window_is_exact(chunk, monkeypatch):
+    # Above SAMPLE values the answer comes from a sampled window; it must still be exact,
+    # including for ranks at both ends, a stream with many exact ties, and one of zeros.
+    import merginguriel_plugins.magnitude_select as ms
+
+    n = 300_000
+    gauss = torch.from_numpy(np.abs(RNG.normal(size=n)).astype(np.float32))
+    tied = torch.from_numpy(RNG.integers(0, 5, size=n).astype(np.float32))  # 5 distinct values
+    zeros = torch.zeros(n)
+    streams = [gauss, tied, zeros]
+    chunks = [[v[i:i + chunk] for v in streams] for i in range(0, n, chunk)]
+    queries = [(0, 1), (0, 150_000), (0, 299_999), (0, n), (1, 60_001), (1, 200_000), (2, 10)]
+    calls = []
+    radix = ms._radix_select
+    monkeypatch.setattr(ms, "_radix_select", lambda p, q: calls.append(list(q)) or radix(p, q))
+    got = ms.kth_largest(lambda: iter(chunks), queries, n)
+    assert got == [_sorted_kth(streams[s], k) for s, k in queries]
+    fell_back = {stream for call in calls for stream, _ in call}
+    assert 0 not in fell_back  # the Gaussian stream is resolved from its sampled window
+    if chunk < n:
+        assert 2 in fell_back  # n tied zeros overflow the window's memory limit: radix select
+    with pytest.raises(ValueError, match="k=300001 exceeds the 300000 values"):
+        ms.kth_largest(lambda: iter(chunks), [(0, n + 1)], n)
 
 
 def test_spherical_mean_of_opposite_vectors_is_undefined():
