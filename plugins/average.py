@@ -7,6 +7,7 @@ weightings differ only in the weights; without a target, every available model.
 from __future__ import annotations
 
 from merginguriel_core import hookimpl
+from merginguriel_core.explain import Explanation, final_step
 from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResult
 from merginguriel_plugins.uriel_similarity import UrielWeighting
 
@@ -17,6 +18,7 @@ class AverageWeighting(Weighting):
     needs_target = False
 
     def compute(self, request: WeightingRequest) -> WeightResult:
+        explanation = None
         if request.target is None:
             locales = sorted(request.available)
             notes = []
@@ -24,8 +26,14 @@ class AverageWeighting(Weighting):
             chosen = UrielWeighting().compute(request)
             locales, notes = [locale for locale, _ in chosen.weights], chosen.notes
         weight = 1.0 / len(locales)
+        selected = [(locale, weight) for locale in locales]
+        if request.target is not None:
+            seed = chosen.trace  # uriel's steps up to its choice, then equal weights
+            explanation = Explanation(seed.target, seed.locales, [*seed.steps[:1], ("uriel weight", seed.steps[-1][1]),
+                                                                   ("final", final_step(seed.locales, selected))],
+                                      selected, notes)
         details = {"selected_by": "uriel" if request.target else "all available models"}
-        return WeightResult([(locale, weight) for locale in locales], details, None, notes)
+        return WeightResult(selected, details, explanation, notes)
 
 
 @hookimpl

@@ -5,7 +5,10 @@ This is the method the MergingUriel research describes; see docs/similarity.md.
 
 from __future__ import annotations
 
+import numpy as np
+
 from merginguriel_core import hookimpl
+from merginguriel_core.explain import Explanation, final_step
 from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResult
 from merginguriel_core.selection import similarity_matrix_for
 from merginguriel_core.similarity import uriel_weights
@@ -40,7 +43,22 @@ class UrielWeighting(Weighting):
                 locale: float(trace.raw[trace.locales.index(locale)]) for locale, _ in trace.selected
             },
         }
-        return WeightResult(list(trace.selected), details, trace, list(trace.notes))
+        return WeightResult(list(trace.selected), details, explain_uriel(trace, request), list(trace.notes))
+
+
+def explain_uriel(trace, request: WeightingRequest) -> Explanation:
+    """The seed's steps for the target's row: similarity, top-k, Sinkhorn, available, final."""
+    shown = [i for i, locale in enumerate(trace.locales) if locale != trace.target or request.include_target]
+    locales = [trace.locales[i] for i in shown]
+    available = set(request.available)
+    steps = [
+        ("similarity", trace.raw[shown]),
+        ("top-k", trace.after_top_k[shown]),
+        ("sinkhorn", trace.after_sinkhorn[shown]),
+        ("available", np.array([trace.after_sinkhorn[i] if trace.locales[i] in available else 0.0 for i in shown])),
+        ("final", final_step(locales, list(trace.selected))),
+    ]
+    return Explanation(trace.target, locales, steps, list(trace.selected), list(trace.notes))
 
 
 @hookimpl
