@@ -259,7 +259,7 @@ def main() -> None:
           f"CPU threads {torch.get_num_threads()}")
     print(f"floor (read all inputs once, write one output): {floor_figures[0]:.1f} s, {floor_figures[1]:.0f} MB")
     header = f"{'strategy':<28}{'ours s':>8}{'ours MB':>9}{'mk s':>8}{'mk MB':>8}{'naive s':>9}{'naive MB':>9}" \
-             f"{'ours/mk t':>10}{'ours/mk m':>10}{'ours/floor t':>13}{'max |diff|':>12}"
+             f"{'ours/mk t':>10}{'ours/mk m':>10}{'ours/floor t':>13}{'max |diff|':>12}  entries > 1e-5"
     print(header)
     for method, o, m, n, agree in rows:
         mk_t = f"{m[0]:8.1f}" if m else f"{'—':>8}"
@@ -268,22 +268,27 @@ def main() -> None:
         nv_m = f"{n[1]:9.0f}" if n else f"{'—':>9}"
         rt = f"{o[0] / m[0]:10.2f}" if m else f"{'—':>10}"
         rm = f"{o[1] / m[1]:10.2f}" if m else f"{'—':>10}"
-        agree_text = f"{agree:12.2e}" if agree is not None else f"{'—':>12}"
+        agree_text = (f"{agree[0]:12.2e}  {agree[1]:,} of {agree[2]:,} ({agree[1] / agree[2]:.1e})"
+                      if agree is not None else f"{'—':>12}")
         print(f"{method:<28}{o[0]:8.1f}{o[1]:9.0f}{mk_t}{mk_m}{nv_t}{nv_m}{rt}{rm}{o[0] / floor_figures[0]:13.2f}{agree_text}")
 
 
-def compare_outputs(ours: Path | None, theirs: Path | None) -> float | None:
-    """Largest absolute difference between two merged models' common tensors."""
+def compare_outputs(ours: Path | None, theirs: Path | None) -> tuple[float, int, int] | None:
+    """Largest absolute difference between two merged models' common float tensors, how many
+    entries differ by more than 1e-5, and how many entries were compared."""
     if ours is None or theirs is None or not theirs.exists():
         return None
     from merginguriel_core.io import TensorSource
 
-    worst = 0.0
+    worst, differing, total = 0.0, 0, 0
     with TensorSource(ours) as a, TensorSource(theirs) as b:
         for name in a.keys():
             if name in b and a.info(name).dtype.is_floating_point:
-                worst = max(worst, float((a.get(name).float() - b.get(name).float()).abs().max()))
-    return worst
+                diff = (a.get(name).float() - b.get(name).float()).abs()
+                worst = max(worst, float(diff.max()))
+                differing += int((diff > 1e-5).sum())
+                total += diff.numel()
+    return worst, differing, total
 
 
 if __name__ == "__main__":

@@ -104,9 +104,12 @@ def kth_largest(passes: Passes, queries: Sequence[tuple[int, int]], numel: int) 
             lo, hi, expected = windows[q]
             count, picked = _split(chunk[stream].reshape(-1), lo, hi)
             if q not in inside:  # room for 25 % more than expected (10 standard deviations)
-                inside[q] = torch.empty(math.ceil(1.25 * expected) + 4096, dtype=picked.dtype, device=picked.device)
+                size = 0 if lo == hi else math.ceil(1.25 * expected) + 4096  # a tie: counting suffices
+                inside[q] = torch.empty(size, dtype=picked.dtype, device=picked.device)
             buffer = inside[q]
-            if buffer is not None and counted[q] + picked.numel() <= buffer.numel():
+            if lo == hi:
+                pass
+            elif buffer is not None and counted[q] + picked.numel() <= buffer.numel():
                 buffer[counted[q]:counted[q] + picked.numel()].copy_(picked)
             else:
                 inside[q] = None  # far more ties than expected: count exactly instead
@@ -117,6 +120,9 @@ def kth_largest(passes: Passes, queries: Sequence[tuple[int, int]], numel: int) 
         rank = k - above[q]
         if inside[q] is None or not 0 < rank <= counted[q]:
             missed.append((q, stream, k))
+            continue
+        if windows[q][0] == windows[q][1]:  # every value in the window equals lo == hi
+            results[q] = windows[q][0]
             continue
         values = inside[q][:counted[q]]
         results[q] = float(values.kthvalue(values.numel() - rank + 1).values)

@@ -172,7 +172,10 @@ def test_signal_weightings_put_dutch_first_for_german_where_the_seed_puts_georgi
     # German plus five sources: Japanese no longer weighs about as much as Dutch.
     five = ["nl-NL", "da-DK", "sv-SE", "fr-FR", "ja-JP"]
     got, _ = _weights("softmax", available=five)
-    assert got["nl-NL"] > 2 * got["ja-JP"]
+    assert got["nl-NL"] == pytest.approx(0.464, abs=5e-4) and got["ja-JP"] == pytest.approx(0.008, abs=5e-4)
+    got, _ = _weights("softmax", available=available)
+    assert list(got)[:2] == ["nl-NL", "da-DK"]
+    assert got["nl-NL"] == pytest.approx(0.341, abs=5e-4) and got["da-DK"] == pytest.approx(0.185, abs=5e-4)
 
 
 def test_feature_combinations_work_with_every_new_weighting():

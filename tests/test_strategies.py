@@ -327,16 +327,20 @@ def test_kth_largest_sampled_window_is_exact(chunk, monkeypatch):
     zeros = torch.zeros(n)
     streams = [gauss, tied, zeros]
     chunks = [[v[i:i + chunk] for v in streams] for i in range(0, n, chunk)]
-    queries = [(0, 1), (0, 150_000), (0, 299_999), (0, n), (1, 60_001), (1, 200_000), (2, 10)]
+    queries = [(0, 1), (0, 150_000), (0, 299_999), (0, n), (1, 60_001), (1, 200_000), (2, 10), (2, 150_000)]
     calls = []
     radix = ms._radix_select
     monkeypatch.setattr(ms, "_radix_select", lambda p, q: calls.append(list(q)) or radix(p, q))
     got = ms.kth_largest(lambda: iter(chunks), queries, n)
     assert got == [_sorted_kth(streams[s], k) for s, k in queries]
-    fell_back = {stream for call in calls for stream, _ in call}
-    assert 0 not in fell_back  # the Gaussian stream is resolved from its sampled window
-    if chunk < n:
-        assert 2 in fell_back  # n tied zeros overflow the window's memory limit: radix select
+    fell_back = [query for call in calls for query in call]
+    assert all(stream != 0 for stream, _ in fell_back)  # the Gaussian stream: from its sampled window
+    assert (2, 150_000) not in fell_back  # a window of one tied value is resolved by counting
+    # The exact fallback (a window that missed) finds the same values by counting float bits.
+    assert ms._radix_select(lambda: iter(chunks), [(s, k) for s, k in queries]) == got
+    monkeypatch.setattr(ms, "_SIGMAS", 0.0)  # a window too narrow to hold the answer: fall back
+    assert ms.kth_largest(lambda: iter(chunks), queries[:2], n) == got[:2]
+    assert chunk == n or calls
     with pytest.raises(ValueError, match="k=300001 exceeds the 300000 values"):
         ms.kth_largest(lambda: iter(chunks), [(0, n + 1)], n)
 
