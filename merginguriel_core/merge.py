@@ -146,7 +146,7 @@ def _label_space(folder: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else None
 
 
-def check_compatible(sources: list[SourceModel], readers: list[TensorSource], base: TensorSource | None) -> None:
+def check_compatible(sources: list[SourceModel], readers: list[TensorSource], base: BaseView | TensorSource | None) -> None:
     """All sources hold the same tensor names, shapes and dtypes, and the same label space."""
     first, first_reader = sources[0], readers[0]
     names = first_reader.keys()
@@ -186,6 +186,69 @@ def check_compatible(sources: list[SourceModel], readers: list[TensorSource], ba
                 )
 
 
+class BaseView:
+    """The base model's tensors under the sources' names.
+
+    A fine-tuned classifier nests the encoder under a prefix (``bert.``, ``roberta.``) that
+    the encoder checkpoint it came from lacks (``embeddings.word_embeddings.weight`` vs
+    ``bert.embeddings.word_embeddings.weight``), or the other way round. Exact names are
+    matched first; otherwise one leading component is stripped from the sources' names (or
+    added to them) when that makes them match. Source tensors with no counterpart (a new
+    classifier head) have no base, as before.
+    """
+
+    def __init__(self, base: TensorSource, source_names: Iterable[str], folder: Path):
+        base_names = set(base.keys())
+        self.base = base
+        self.names: dict[str, str] = {}
+        self.prefix: str | None = None
+        stripped: dict[str, dict[str, str]] = {}  # prefix -> {source name: base name}
+        for name in source_names:
+            if name in base_names:
+                self.names[name] = name
+                continue
+            head, _, rest = name.partition(".")
+            if rest and rest in base_names:
+                stripped.setdefault(f"-{head}.", {})[name] = rest
+        if not self.names:
+            for base_name in base_names:
+                head, _, rest = base_name.partition(".")
+                if rest:
+                    stripped.setdefault(f"+{head}.", {})[rest] = base_name
+            stripped = {p: {s: b for s, b in m.items() if s in set(source_names)} for p, m in stripped.items()}
+        if stripped:
+            prefix, mapping = max(stripped.items(), key=lambda item: len(item[1]))
+            if len(mapping) > len(self.names):
+                self.names, self.prefix = {**self.names, **mapping}, prefix
+        if not self.names:
+            example = next(iter(source_names), "?")
+            raise TensorFileError(
+                f"base model {folder} shares no tensor names with the sources (sources have e.g. {example!r}, "
+                f"the base {next(iter(sorted(base_names)), '?')!r}); is it the model they were fine-tuned from?"
+            )
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def info(self, name: str):
+        return self.base.info(self.names[name])
+
+    def get(self, name: str) -> torch.Tensor:
+        return self.base.get(self.names[name])
+
+    def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        return self.base.get_rows(self.names[name], start, stop)
+
+    def describe(self) -> dict[str, Any]:
+        if self.prefix is None:
+            how = "same names"
+        elif self.prefix.startswith("-"):
+            how = f"the sources' prefix {self.prefix[1:]!r} removed"
+        else:
+            how = f"prefix {self.prefix[1:]!r} added to the sources' names"
+        return {"matched_tensors": len(self.names), "names": how}
+
+
 MIN_CHUNK_BYTES = 256 * 1024
 #: On the CPU small chunks are fastest: the K source chunks, the result and a strategy's
 #: temporaries then stay in the processor's caches instead of streaming through memory once
@@ -221,7 +284,7 @@ def _row_ranges(shape: tuple[int, ...], chunk_bytes: int) -> list[tuple[int, int
 class _TensorMerger:
     """Reads aligned chunks of one tensor from every source and feeds the strategy."""
 
-    def __init__(self, request: MergeRequest, readers: list[TensorSource], base: TensorSource | None,
+    def __init__(self, request: MergeRequest, readers: list[TensorSource], base: BaseView | None,
                  device: torch.device, prepared: Any = None):
         self.request, self.readers, self.base, self.device = request, readers, base, device
         self.prepared = prepared
@@ -464,7 +527,8 @@ def run_merge(request: MergeRequest) -> MergeSummary:
     started = time.perf_counter()
     with ExitStack() as stack:
         readers = [stack.enter_context(TensorSource(s.path)) for s in request.sources]
-        base = stack.enter_context(TensorSource(request.base)) if request.base is not None else None
+        base_file = stack.enter_context(TensorSource(request.base)) if request.base is not None else None
+        base = BaseView(base_file, readers[0].keys(), request.base) if base_file is not None else None
         check_compatible(request.sources, readers, base)
         if request.chunk_bytes is None:
             request.chunk_bytes = auto_chunk_bytes(readers[0].total_bytes(), len(readers), device)
@@ -488,6 +552,8 @@ def run_merge(request: MergeRequest) -> MergeSummary:
             details = _details(request, device, copied, len(layout), bytes_written, time.perf_counter() - started)
             if hasattr(prepared, "describe"):
                 details["statistics"] = prepared.describe()
+            if base is not None:
+                details["base_tensors"] = {**base.describe(), "source_tensors": len(names)}
             _write_atomically(tmp_dir / "merge_details.json", json.dumps(details, indent=2) + "\n")
             _write_atomically(tmp_dir / "merge_details.txt", _details_text(details))
             _place(tmp_dir, request.output)

@@ -403,3 +403,34 @@ def test_registry_base_model_is_the_default_base(runner, zoo_dir, tmp_path):
                      "--output", out, "--no-progress")
     assert result.exit_code == 0, result.output
     assert json.loads((out / "merge_details.json").read_text())["base_model"] == str(zoo_dir / "base")
+
+
+def test_an_encoder_checkpoint_is_a_base_for_its_classifiers(runner, zoo_dir, tmp_path):
+    """Classifiers nest the encoder under a prefix ('roberta.') that the encoder checkpoint
+    lacks: the base's tensors are matched by name with the prefix removed, so a task-vector
+    merge gets its base (it used to fall back silently to a weighted average)."""
+    from safetensors.torch import load_file, save_file
+
+    full = load_file(str(zoo_dir / "base" / "model.safetensors"))
+    encoder = tmp_path / "encoder"
+    encoder.mkdir()
+    save_file({name.split(".", 1)[1]: t for name, t in full.items() if name.startswith("roberta.")},
+              str(encoder / "model.safetensors"))
+    args = ("--weighting", "manual", "--weights", "de-DE=2,nl-NL=1", "--strategy", "ties", "--param", "density=0.3")
+    assert _merge(runner, zoo_dir, tmp_path / "with-full", *args, "--base-model", zoo_dir / "base").exit_code == 0
+    result = _merge(runner, zoo_dir, tmp_path / "with-encoder", *args, "--base-model", encoder)
+    assert result.exit_code == 0, result.output
+    a = load_file(str(tmp_path / "with-full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "with-encoder" / "model.safetensors"))
+    encoder_names = [name for name in a if name.startswith("roberta.")]
+    assert encoder_names and all(torch.equal(a[name], b[name]) for name in encoder_names)
+    details = json.loads((tmp_path / "with-encoder" / "merge_details.json").read_text())
+    assert details["base_tensors"]["names"] == "the sources' prefix 'roberta.' removed"
+    assert details["base_tensors"]["matched_tensors"] == len([n for n in full if n.startswith("roberta.")])
+    unrelated = tmp_path / "unrelated"
+    unrelated.mkdir()
+    save_file({"something.else": torch.zeros(3)}, str(unrelated / "model.safetensors"))
+    result = _merge(runner, zoo_dir, tmp_path / "bad", *args, "--base-model", unrelated)
+    assert result.exit_code == 1
+    assert f"base model {unrelated} shares no tensor names with the sources" in result.output
+    assert not (tmp_path / "bad").exists()
