@@ -231,9 +231,13 @@ def main() -> None:
             return measure([python, "-c", NAIVE, method, json.dumps(params), str(root / "base"), str(out),
                             *map(str, paths)])
 
-        floor = work / "floor"
-        floor.mkdir()
-        floor_figures = measure([python, "-c", FLOOR, str(floor), *map(str, models)])
+        # The floor runs twice and the second run counts: the first also pulls the inputs into
+        # the page cache, which every later merge finds warm.
+        for attempt in range(2):
+            floor = work / f"floor-{attempt}"
+            floor.mkdir()
+            floor_figures = measure([python, "-c", FLOOR, str(floor), *map(str, models)])
+            shutil.rmtree(floor)
         for method, extra, params, two in [
             ("linear", (), {}, False), ("task_arithmetic", (), {}, False),
             ("ties", ("--param", "density=0.5"), {"density": 0.5}, False),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real run behind docs/results/nxn-sib200-e5.md and docs/results/ensembles-sib200-e5.md:
 # multilingual-e5-small fine-tuned on SIB-200 for 8 languages, the N×N matrix, and the
-# ensemble comparison. About 30-40 minutes on 2 CPU cores. Usage: benchmarks/real_run.sh [WORK_DIR]
+# ensemble comparison, and the weighting comparison. About 60-70 minutes on 2 CPU cores. Usage: benchmarks/real_run.sh [WORK_DIR]
 set -euo pipefail
 work=${1:-/tmp/real}
 data=${SIB200:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data/sib200}
@@ -23,3 +23,6 @@ for pass in cold warm; do
      --num-languages 5 --cache-dir "$work/cache-ensembles" --output "$work/ensembles-$pass" --overwrite --no-progress
 done
 python "$(dirname "$0")/report_real_run.py" "$work" "$(dirname "$0")/../docs/results"
+# Which weighting transfers best (docs/results/weightings-sib200-e5.md): about 30 minutes.
+python "$(dirname "$0")/weightings.py" --work "$work" --base-model "$work/e5" --data-dir "$data" \
+   --out "$(dirname "$0")/../docs/results"

@@ -48,7 +48,8 @@ class WeightResult:
     """The chosen sources, highest weight first, with weights summing to 1.
 
     ``details`` is JSON-serialisable and recorded in ``merge_details.json``; ``trace`` is an
-    optional object explaining the steps (e.g. :class:`merginguriel_core.similarity.WeightTrace`).
+    optional :class:`merginguriel_core.explain.Explanation` of the steps, shown by
+    ``mu similarity --explain``.
     """
 
     weights: list[tuple[str, float]]

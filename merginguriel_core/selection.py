@@ -47,6 +47,18 @@ def similarity_matrix_for(request: WeightingRequest) -> SimilarityMatrix:
     return uriel_similarity_matrix(universe, request.features)
 
 
+def similarity_details(request: WeightingRequest, **extra: Any) -> dict[str, Any]:
+    """The options a similarity-based weighting used, for ``merge_details.json``."""
+    return {
+        "features": None if request.similarity_matrix else request.features,
+        "similarity_matrix": str(request.similarity_matrix) if request.similarity_matrix else None,
+        "top_k": request.top_k,
+        "num_languages": request.num_languages,
+        "include_target": request.include_target,
+        **extra,
+    }
+
+
 def parse_manual_weights(items: Iterable[str]) -> dict[str, float]:
     """Parse ``--weights de-DE=0.5,nl-NL=0.5`` into canonical locale -> weight."""
     weights: dict[str, float] = {}

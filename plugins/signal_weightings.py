@@ -39,7 +39,7 @@ from merginguriel_core.explain import Explanation, final_step
 from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResult
 from merginguriel_core.languages import resolve_language
 from merginguriel_core.params import Param
-from merginguriel_core.selection import similarity_matrix_for
+from merginguriel_core.selection import similarity_details, similarity_matrix_for
 from merginguriel_core.similarity import SimilarityMatrix, sinkhorn
 
 
@@ -161,16 +161,10 @@ class _SignalWeighting(Weighting):
             *[(name, spread(values)) for name, values in method_steps],
             ("final", final_step(locales, selected)),
         ]
-        details = {
-            "features": None if request.similarity_matrix else request.features,
-            "similarity_matrix": str(request.similarity_matrix) if request.similarity_matrix else None,
-            "top_k": request.top_k,
-            "num_languages": request.num_languages,
-            "include_target": request.include_target,
-            "params": dict(request.params),
-            "raw_similarity": {locale: float(s) for locale, s in zip(candidates, similarity)},
-            **details,
-        }
+        details = similarity_details(
+            request, params=dict(request.params),
+            raw_similarity={locale: float(s) for locale, s in zip(candidates, similarity)}, **details,
+        )
         return WeightResult(selected, details, Explanation(target, locales, steps, selected, notes), notes)
 
 

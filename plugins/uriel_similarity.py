@@ -10,7 +10,7 @@ import numpy as np
 from merginguriel_core import hookimpl
 from merginguriel_core.explain import Explanation, final_step
 from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResult
-from merginguriel_core.selection import similarity_matrix_for
+from merginguriel_core.selection import similarity_details, similarity_matrix_for
 from merginguriel_core.similarity import uriel_weights
 
 
@@ -32,17 +32,10 @@ class UrielWeighting(Weighting):
             num_languages=request.num_languages,
             include_target=request.include_target,
         )
-        details = {
-            "features": None if request.similarity_matrix else request.features,
-            "similarity_matrix": str(request.similarity_matrix) if request.similarity_matrix else None,
-            "top_k": request.top_k,
-            "sinkhorn_iters": request.sinkhorn_iters,
-            "num_languages": request.num_languages,
-            "include_target": request.include_target,
-            "raw_similarity": {
-                locale: float(trace.raw[trace.locales.index(locale)]) for locale, _ in trace.selected
-            },
-        }
+        details = similarity_details(
+            request, sinkhorn_iters=request.sinkhorn_iters,
+            raw_similarity={locale: float(trace.raw[trace.locales.index(locale)]) for locale, _ in trace.selected},
+        )
         return WeightResult(list(trace.selected), details, explain_uriel(trace, request), list(trace.notes))
 
 

@@ -166,3 +166,16 @@ def test_compare_ensembles_outputs_and_warm_cache(runner, trained, sib_dir, tmp_
     details = json.loads((out / "comparison.json").read_text())
     assert details["forward_passes"] == 0 and details["cache_hits"] > 0
     assert pd.read_csv(out / "comparison.csv").equals(table)
+
+
+@pytest.mark.parametrize("weighting", ["proportional", "softmax", "local_sinkhorn"])
+def test_ensemble_takes_the_signal_weightings_with_merges_weights(runner, trained, sib_dir, tmp_path, weighting):
+    result = _ensemble(runner, trained, sib_dir, tmp_path / "c", "--voting-method", "uriel_logits",
+                       "--weighting", weighting, "--num-languages", "2")
+    assert result.exit_code == 0, result.output
+    report = _report(result)
+    dry = run_cli(runner, "merge", "--target-lang", "nl-NL", "--models", trained, "--output", tmp_path / "m",
+                  "--dry-run", "--weighting", weighting, "--num-languages", "2")
+    merge_lines = [l.split()[:2] for l in dry.output.splitlines() if l.startswith("  ")]
+    assert [[s["locale"], f"{s['weight']:.4f}"] for s in report["sources"]] == merge_lines
+    assert len(report["sources"]) == 2 and 0.0 <= report["accuracy"] <= 1.0
