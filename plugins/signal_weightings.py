@@ -148,8 +148,8 @@ class _SignalWeighting(Weighting):
         locales = [matrix.locales[j] for j in shown]
         index = {locale: i for i, locale in enumerate(locales)}
 
-        def spread(values: np.ndarray) -> np.ndarray:
-            full = np.zeros(len(locales))
+        def spread(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+            full = np.full(len(locales), fill)
             for locale, value in zip(candidates, values):
                 full[index[locale]] = value
             return full
@@ -158,7 +158,7 @@ class _SignalWeighting(Weighting):
             ("similarity", raw[shown]),
             ("available", np.array([raw[j] if matrix.locales[j] in available else 0.0 for j in shown])),
             ("candidates", spread(similarity)),
-            *[(name, spread(values)) for name, values in method_steps],
+            *[(name, spread(values, math.nan)) for name, values in method_steps],  # "—" off the candidates
             ("final", final_step(locales, selected)),
         ]
         details = similarity_details(

@@ -142,6 +142,10 @@ def test_learned_fits_accuracy_without_the_targets_results(matrix_csv, tmp_path)
     predicted = {code: 0.2 + 0.5 * s for code, s in zip(["nl-NL", "fr-FR", "ja-JP"], [0.9, 0.7, 0.6])}
     total = sum(predicted.values())
     assert got == pytest.approx({code: p / total for code, p in predicted.items()}, abs=1e-4)
+    steps, locales = dict(result.trace.steps), result.trace.locales
+    assert steps["predicted accuracy"][locales.index("fr-FR")] == pytest.approx(0.55, abs=1e-4)
+    assert math.isnan(steps["predicted accuracy"][locales.index("sw-KE")])  # not a candidate: "—"
+    assert steps["candidates"][locales.index("sw-KE")] == 0.0
     with pytest.raises(ConfigError, match="needs --weighting-param nxn_matrix=PATH"):
         _weights("learned", matrix_csv)
     with pytest.raises(ConfigError, match="does not exist"):
