@@ -64,12 +64,14 @@ def kth_largest(passes: Passes, queries: Sequence[tuple[int, int]], numel: int) 
         chunks += 1
         first = chunk if chunks == 1 else None
         size = chunk[streams[0]].numel()
+        if whole and filled + size > capacity:
+            raise ValueError(f"the chunks hold more than the {numel} values announced")
         take = size if whole else min(size, math.ceil(SAMPLE * size / numel), capacity - filled)
         index = None if whole else torch.randint(size, (take,), generator=generator).to(chunk[streams[0]].device)
         for s in streams:
             values = chunk[s].reshape(-1)
             if s not in samples:
-                samples[s] = torch.empty(capacity, dtype=torch.float32, device=values.device)
+                samples[s] = torch.empty(capacity, dtype=_numpy_dtype(values.dtype), device=values.device)
             target = samples[s][filled:filled + take]
             target.copy_(values if whole else values[index])
         filled += take
@@ -157,9 +159,15 @@ def _window(sample: np.ndarray, k: int, numel: int) -> tuple[float, float, float
     return lo, hi, share * numel
 
 
+def _numpy_dtype(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` itself where numpy has it (exact answers for float64 too), else float32."""
+    return dtype if dtype in (torch.float16, torch.float32, torch.float64) else torch.float32
+
+
 def _split(values: torch.Tensor, lo: float, hi: float) -> tuple[int, torch.Tensor]:
     """How many of ``values`` exceed ``hi``, and those within [lo, hi]."""
-    if values.device.type == "cpu":  # numpy's boolean counting and selection are ~3× faster here
+    if values.device.type == "cpu" and _numpy_dtype(values.dtype) == values.dtype:
+        # numpy's boolean counting and selection are ~3× faster than torch's here
         array = values.numpy()
         above = int(np.count_nonzero(array > hi)) if hi != math.inf else 0
         inside = (array >= lo) & (array <= hi) if hi != math.inf else array >= lo

@@ -49,6 +49,8 @@ def proportional_weights(similarity: np.ndarray, power: float) -> np.ndarray:
     raised = np.power(np.asarray(similarity, dtype=np.float64), power)
     total = raised.sum()
     if not total > 0:
+        if np.any(np.asarray(similarity) > 0):
+            raise ConfigError(f"similarity^{power:g} underflows to 0 for every candidate; choose a smaller power")
         raise ConfigError("every candidate has similarity 0 to the target; proportional weights are undefined")
     return raised / total
 
@@ -60,14 +62,17 @@ def softmax_weights(similarity: np.ndarray, temperature: float) -> np.ndarray:
     return exps / exps.sum()
 
 
-def local_sinkhorn_weights(block: np.ndarray, iterations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sinkhorn on ``block`` (row/column 0 the target, then the candidates), diagonal zeroed.
+def local_sinkhorn_weights(block: np.ndarray, iterations: int, include_target: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Sinkhorn on ``block`` (row/column 0 the target, then the other candidates), diagonal
+    zeroed unless ``include_target`` (then the target is a candidate too, weighing itself).
 
-    Returns the target's row after Sinkhorn (candidates only) and the same renormalised.
+    Returns the target's row after Sinkhorn (the candidates' columns: the target's own first
+    when ``include_target``) and the same renormalised.
     """
     values = np.array(block, dtype=np.float64)
-    np.fill_diagonal(values, 0.0)
-    row = sinkhorn(values, iterations)[0, 1:]
+    if not include_target:
+        np.fill_diagonal(values, 0.0)
+    row = sinkhorn(values, iterations)[0, 0 if include_target else 1:]
     total = row.sum()
     if not total > 0:
         raise ConfigError("Sinkhorn over the candidates left the target's row all zero")
@@ -193,10 +198,15 @@ class LocalSinkhornWeighting(_SignalWeighting):
     description = "Sinkhorn on the similarity matrix restricted to the target and its most similar available models."
 
     def method_steps(self, request, matrix, target, candidates, similarity):
-        rows = [matrix.index(target)] + [matrix.index(locale) for locale in candidates]
+        others = [locale for locale in candidates if locale != target]
+        rows = [matrix.index(target)] + [matrix.index(locale) for locale in others]
         block = matrix.values[np.ix_(rows, rows)]
-        after, weights = local_sinkhorn_weights(block, request.sinkhorn_iters)
-        return [("sinkhorn", after)], weights, {"sinkhorn_iters": request.sinkhorn_iters}
+        own = target in candidates  # --include-target made the target a candidate: it keeps its diagonal
+        after, weights = local_sinkhorn_weights(block, request.sinkhorn_iters, include_target=own)
+        order = ([target] if own else []) + others
+        position = {locale: i for i, locale in enumerate(order)}
+        index = [position[locale] for locale in candidates]
+        return [("sinkhorn", after[index])], weights[index], {"sinkhorn_iters": request.sinkhorn_iters}
 
 
 class LearnedWeighting(_SignalWeighting):

@@ -100,8 +100,8 @@ def disjoint_weighted_mean(deltas: Sequence[torch.Tensor], weights: torch.Tensor
     denominator = torch.zeros_like(deltas[0])
     for delta, weight in zip(deltas, weights):
         agree = torch.mul(delta, sign).gt_(0)  # non-zero and of the elected sign, as 1.0/0.0
-        numerator.add_(delta.mul_(agree), alpha=float(weight))
         denominator.add_(agree, alpha=float(weight))
+        numerator.add_(delta.masked_fill_(agree == 0, 0.0), alpha=float(weight))  # not delta·agree: inf·0
     # Where no model agrees the numerator is 0 too, so 0 / tiny = 0.
     return numerator.div_(denominator.clamp_min_(torch.finfo(numerator.dtype).tiny))
 

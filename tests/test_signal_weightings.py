@@ -117,6 +117,27 @@ def test_local_sinkhorn_by_hand(matrix_csv):
     assert steps["sinkhorn"][result.trace.locales.index("nl-NL")] == pytest.approx(row[0])
 
 
+def test_local_sinkhorn_with_the_target_as_a_candidate(matrix_csv):
+    # --include-target: the target joins its candidates once, keeping its self-similarity.
+    block = [[1.0, 0.9], [0.9, 1.0]]
+    for _ in range(20):
+        block = [[v / sum(row) for v in row] for row in block]
+        columns = [sum(block[i][j] for i in range(2)) for j in range(2)]
+        block = [[block[i][j] / columns[j] for j in range(2)] for i in range(2)]
+    selection = select_sources(get_registry().get("weighting", "local_sinkhorn"), target="de-DE", available=LOCALES,
+                               num_languages=2, similarity_matrix=matrix_csv, include_target=True)
+    got = dict(selection.result.weights)
+    row = block[0]
+    assert got == pytest.approx({"de-DE": row[0] / sum(row), "nl-NL": row[1] / sum(row)})
+
+
+def test_proportional_power_underflow_is_named():
+    from merginguriel_plugins.signal_weightings import proportional_weights
+
+    with pytest.raises(ConfigError, match="similarity\\^10000 underflows to 0 for every candidate; choose a smaller power"):
+        proportional_weights(np.array([0.9, 0.7]), 10000)
+
+
 def _nxn(tmp_path) -> Path:
     # accuracy(source → target) = 0.2 + 0.5 · similarity exactly, except into de-DE, which
     # is noise that the fit for target de-DE must not see.

@@ -345,6 +345,23 @@ def test_kth_largest_sampled_window_is_exact(chunk, monkeypatch):
         ms.kth_largest(lambda: iter(chunks), [(0, n + 1)], n)
 
 
+def test_kth_largest_keeps_float64_exact_and_takes_bfloat16():
+    small = torch.rand(100, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert kth_largest(lambda: iter([[small]]), [(0, 1), (0, 37)], 100) == [float(small.max()), _sorted_kth(small, 37)]
+    large = torch.rand(200_000, generator=torch.Generator().manual_seed(2)).bfloat16()
+    for chunks in ([[large]], [[large[:70_000]], [large[70_000:]]]):
+        assert kth_largest(lambda: iter(chunks), [(0, 1000)], large.numel()) == [_sorted_kth(large.float(), 1000)]
+
+
+def test_disjoint_mean_ignores_a_zero_weight_model_holding_inf():
+    from merginguriel_plugins.tensor_maths import disjoint_weighted_mean, elect_sign
+
+    deltas = [torch.tensor([math.inf, 1.0]), torch.tensor([-1.0, -1.0]), torch.tensor([-1.0, -1.0])]
+    weights = torch.tensor([0.0, 0.5, 0.5])
+    merged = disjoint_weighted_mean(deltas, weights, elect_sign(deltas, weights))
+    assert merged.tolist() == [-1.0, -1.0]
+
+
 def test_spherical_mean_of_opposite_vectors_is_undefined():
     x = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
     assert spherical_coefficients(x @ x.T, torch.tensor([0.5, 0.5])) is None
