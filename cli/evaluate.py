@@ -29,11 +29,11 @@ def evaluate(
     dataset: opt.Dataset = "sib200",
     data_dir: opt.DataDir = None,
     data_file: opt.DataFile = None,
-    split: Annotated[str, typer.Option("--split", help="train, dev or test.")] = "test",
-    evaluators: Annotated[Optional[list[str]], typer.Option("--evaluators", help="Evaluator plugins (default: all).")] = None,
+    split: opt.Split = "test",
+    evaluators: opt.Evaluators = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the JSON here (refuses an existing file).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    batch_size: opt.BatchSize = 64,
+    max_length: opt.MaxLength = 128,
     cache_dir: opt.CacheDir = None,
     no_cache: opt.NoCache = False,
     device: opt.Device = "auto",
@@ -65,8 +65,8 @@ def evaluate(
 def evaluate_encoder(
     model: Annotated[Path, typer.Option("--model", help="Encoder folder (pre-trained or fine-tuned).")],
     data_file: Annotated[Path, typer.Option("--data-file", help="STS-B-style TSV/CSV/JSONL: sentence1, sentence2, score.")],
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
-    max_length: Annotated[int, typer.Option("--max-length")] = 128,
+    batch_size: opt.BatchSize = 32,
+    max_length: opt.MaxLength = 128,
     device: opt.Device = "auto",
 ) -> None:
     """Spearman correlation between cosine similarity of mean-pooled embeddings and gold scores."""

@@ -67,6 +67,10 @@ Device = Annotated[str, typer.Option("--device", help="auto (GPU when present), 
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 CacheDir = Annotated[Optional[Path], typer.Option("--cache-dir", help="Logits cache (default ~/.cache/merginguriel/logits).")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the logits cache.")]
+Split = Annotated[str, typer.Option("--split", help="train, dev or test.")]
+Evaluators = Annotated[Optional[list[str]], typer.Option("--evaluators", help="Evaluator plugins (default: all).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Examples per batch.")]
+MaxLength = Annotated[int, typer.Option("--max-length", help="Token limit per example.")]
 
 
 def data_location(data_dir: Optional[Path], data_file: Optional[Path]) -> Optional[str]:

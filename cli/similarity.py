@@ -16,7 +16,7 @@ from merginguriel_core.models import collect_models
 from merginguriel_core.params import parse_assignments
 from merginguriel_core.plugins import get_registry
 from merginguriel_core.selection import check_selection_options, parse_manual_weights, select_sources, similarity_matrix_for
-from merginguriel_core.similarity import uriel_weights
+from merginguriel_core.similarity import SimilarityMatrix, uriel_weights
 from merginguriel_cli import options as opt
 
 
@@ -84,7 +84,7 @@ def similarity(
         return
     if explain:
         _explain(target, weighting, weighting_params, weights, source_langs, available if given_models else
-                 [code for code in matrix.locales], request, plot, json_out, limit)
+                 [code for code in matrix.locales], request, matrix, plot, json_out, limit)
         return
     candidates = available if given_models else [code for code in matrix.locales if code != target or include_target]
     trace = uriel_weights(
@@ -126,7 +126,7 @@ def similarity(
 
 
 def _explain(target: str, weighting: str, weighting_params, weights, source_langs, available: list[str],
-             request: WeightingRequest, plot: Path, json_out: bool, limit: int) -> None:
+             request: WeightingRequest, matrix: SimilarityMatrix, plot: Path, json_out: bool, limit: int) -> None:
     """Run ``weighting`` exactly as `mu merge` would and show its steps."""
     selection = select_sources(
         get_registry().get("weighting", weighting), target=target, available=available,
@@ -139,7 +139,6 @@ def _explain(target: str, weighting: str, weighting_params, weights, source_lang
     result = selection.result
     explanation = result.trace if isinstance(result.trace, Explanation) else None
     if explanation is None:  # a weighting without its own steps: its weights next to raw similarity
-        matrix = similarity_matrix_for(request)
         row = matrix.row(target)
         explanation = fallback_explanation(
             target, result.weights, result.notes,

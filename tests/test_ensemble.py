@@ -179,3 +179,24 @@ def test_ensemble_takes_the_signal_weightings_with_merges_weights(runner, traine
     merge_lines = [l.split()[:2] for l in dry.output.splitlines() if l.startswith("  ")]
     assert [[s["locale"], f"{s['weight']:.4f}"] for s in report["sources"]] == merge_lines
     assert len(report["sources"]) == 2 and 0.0 <= report["accuracy"] <= 1.0
+
+
+def test_compare_ensembles_passes_weighting_parameters(runner, trained, sib_dir, tmp_path):
+    # `learned` needs --weighting-param nxn_matrix=PATH; compare-ensembles passes it on like ensemble.
+    nxn = tmp_path / "evaluation_matrix.csv"
+    locales = ["af-ZA", "de-DE", "nl-NL", "sw-KE"]
+    nxn.write_text("source," + ",".join(locales) + "\n" + "".join(
+        f"{s}," + ",".join("0.9" if s == t else f"{0.3 + 0.1 * ((i + j) % 3):.1f}" for j, t in enumerate(locales)) + "\n"
+        for i, s in enumerate(locales)))
+    out = tmp_path / "comparison"
+    result = run_cli(runner, "compare-ensembles", "--target-langs", "nl-NL", "--voting-methods", "uriel_logits",
+                     "--weighting", "learned", "--weighting-param", f"nxn_matrix={nxn}", "--source-langs", "de-DE,af-ZA",
+                     "--models", trained, "--data-dir", sib_dir, "--cache-dir", tmp_path / "cache", "--output", out,
+                     "--no-progress")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "comparison.csv")
+    assert set(table["sources"].iloc[0].split()) == {"de-DE", "af-ZA"}
+    missing = run_cli(runner, "compare-ensembles", "--target-langs", "nl-NL", "--weighting", "learned",
+                      "--models", trained, "--data-dir", sib_dir, "--output", tmp_path / "other", "--no-progress")
+    assert missing.exit_code == 1 and "needs --weighting-param nxn_matrix=PATH" in missing.output
+    assert not (tmp_path / "other").exists()
