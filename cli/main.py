@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 
 import typer
@@ -46,6 +47,23 @@ class _MuGroup(TyperGroup):
             typer.echo(f"Error: {exc}", err=True)
             raise typer.Exit(code=1) from None
 
+
+class _NoteHandler(logging.Handler):
+    """Prints the core's notes (logger ``merginguriel``) as ``Note: ...`` on standard error,
+    looking the stream up at each note so test runners that swap it see them too."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"Note: {record.getMessage()}", err=True)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("merginguriel")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        logger.addHandler(_NoteHandler())
+    logger.setLevel(logging.INFO)
+
+
+_show_notes()
 
 app = typer.Typer(
     name="mu",

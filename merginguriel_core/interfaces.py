@@ -212,6 +212,11 @@ class Dataset(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     hub_id: ClassVar[str | None] = None
+    #: Whether :meth:`labels` is the dataset's own fixed id order (SIB-200, MASSIVE). A
+    #: dataset whose labels are only a set read from the data (a local table) sets this to
+    #: ``False``: a model is then evaluated in its own ``id2label`` order, provided every
+    #: label of the data is one of the model's.
+    fixed_label_order: ClassVar[bool] = True
 
     @abstractmethod
     def labels(self, location: str | None) -> list[str]:
