@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from common import strategy_options
+
 SIZES = {
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
     "small": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256),
@@ -208,8 +210,9 @@ def main() -> None:
             out = work / f"ours-{method}"
             chosen = ",".join(f"{loc}=1" for loc in LOCALES[:2]) if two else weights
             command = [python, "-m", "merginguriel_cli", "merge", "--strategy", method, "--weighting", "manual",
-                       "--weights", chosen, "--models", str(root), "--model-pattern", PATTERN, "--base-model",
-                       str(root / "base"), "--device", args.device, "--no-progress", "--output", str(out), *extra]
+                       "--weights", chosen, "--models", str(root), "--model-pattern", PATTERN,
+                       *strategy_options(method, base=root / "base"),
+                       "--device", args.device, "--no-progress", "--output", str(out), *extra]
             return measure(command, env), out
 
         def theirs(method):

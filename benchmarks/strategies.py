@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from common import strategy_options
+
 LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
 LOCALES = ["de-DE", "nl-NL", "af-ZA", "da-DK", "sv-SE", "fr-FR", "es-ES", "it-IT"]
 PATTERN = "model_{locale}"
@@ -107,8 +109,9 @@ def main() -> None:
                 out = Path(work) / f"{strategy}-{run}"
                 command = [sys.executable, "-m", "merginguriel_cli", "merge", "--strategy", strategy,
                            "--weighting", "manual", "--weights", weights, "--models", str(models),
-                           "--model-pattern", PATTERN, "--base-model", str(models / "base"),
-                           "--stats-dir", str(stats_dir), "--device", "cpu", "--no-progress", "--output", str(out),
+                           "--model-pattern", PATTERN,
+                           *strategy_options(strategy, base=models / "base", stats_dir=stats_dir),
+                           "--device", "cpu", "--no-progress", "--output", str(out),
                            *extra]
                 seconds, rss, _ = measure(command)
                 statistics = json.loads((out / "merge_details.json").read_text()).get("statistics")

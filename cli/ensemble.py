@@ -14,6 +14,7 @@ from merginguriel_core.errors import ConfigError
 from merginguriel_core.evaluation import LogitsCache, Predictor, default_cache_dir
 from merginguriel_core.merge import resolve_device
 from merginguriel_core.models import resolve_location
+from merginguriel_core.outputs import OutputLock
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
 from merginguriel_cli.evaluate import evaluator_plugins
@@ -24,12 +25,16 @@ if TYPE_CHECKING:  # pandas is imported where it is used: it costs every `mu` ca
     import pandas as pd
 
 
+#: The files `mu compare-ensembles` writes into --output.
+COMPARISON_FILES = ("comparison.csv", "comparison.json", "comparison.md")
+
 def _predictor(cache_dir, no_cache, device, batch_size, max_length, progress) -> Predictor:
     return Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
                      batch_size, max_length, progress)
 
 
 def ensemble(
+    ctx: typer.Context,
     target_lang: opt.TargetLang = None,
     voting_method: Annotated[str, typer.Option("--voting-method", help="majority, weighted_majority, soft, uriel_logits, ...")] = "uriel_logits",
     weighting: opt.Weighting = opt.DEFAULTS["weighting"],
@@ -74,6 +79,7 @@ def ensemble(
         num_languages=num_languages, include_target=include_target, features=features,
         similarity_matrix=similarity_matrix, source_langs=source_langs, weights=weights,
         weighting_params=weighting_param, models=models, model_pattern=model_pattern, registry=registry, model=model,
+        given=opt.given_options(ctx),
     )
     if selection.target is None:
         raise ConfigError("mu ensemble needs --target-lang")
@@ -86,12 +92,13 @@ def ensemble(
         labels = data.labels(location)
         rows = pd.DataFrame({"text": result.examples.texts, "gold": result.examples.labels,
                              "predicted": [labels[int(p)] for p in result.predictions]})
-        write_text_atomically(predictions, rows.to_csv(index=False))
+        write_text_atomically(predictions, rows.to_csv(index=False), replace=False)
     report = result.as_dict() | {"forward_passes": predictor.forward_passes, "cache_hits": predictor.cache_hits}
     typer.echo(json.dumps(report, indent=2))
 
 
 def compare_ensembles(
+    ctx: typer.Context,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for comparison.csv, .json and .md.")],
     target_langs: Annotated[list[str], typer.Option("--target-langs", help="Targets (space- or comma-separated).")],
     voting_methods: Annotated[Optional[list[str]], typer.Option("--voting-methods", help="Methods to compare (default: all).")] = None,
@@ -129,43 +136,46 @@ def compare_ensembles(
     data = registry_.get("dataset", dataset)
     evaluators = evaluator_plugins(None)
     location = opt.data_location(data_dir, data_file)
-    check_results_folder(output, "comparison.csv", overwrite)
-    predictor = _predictor(cache_dir, no_cache, device, batch_size, max_length, progress)
-    started = time.perf_counter()
-    rows, folders = [], None
-    for target in opt.split_list(target_langs):
-        selection, refs = choose_sources(
-            target_lang=target, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
-            num_languages=num_languages, include_target=include_target, features=features,
-            similarity_matrix=similarity_matrix, source_langs=source_langs, weights=weights,
-            weighting_params=weighting_param,
-            models=models, model_pattern=model_pattern, registry=registry, model=model,
-        )
-        for note in selection.result.notes:
-            typer.echo(f"Note ({selection.target}): {note}", err=True)
-        folders = folders or {loc: resolve_location(ref.location) for loc, ref in refs.items()}
-        for method in methods:
-            result = run_ensemble(target=selection.target, sources=selection.result.weights, models=folders,
-                                  method=method, dataset=data, location=location, split=split, evaluators=evaluators,
-                                  predictor=predictor)
-            rows.append({
-                "target": result.target, "voting_method": method.name, "accuracy": result.metrics["accuracy"],
-                "macro_f1": result.metrics.get("macro_f1"), "sources": " ".join(l for l, _ in result.sources),
-                "best_source": result.best_source[0], "best_source_accuracy": result.best_source[1],
-                "best_zero_shot": result.best_zero_shot[0] if result.best_zero_shot else None,
-                "best_zero_shot_accuracy": result.best_zero_shot[1] if result.best_zero_shot else None,
-            })
-    table = pd.DataFrame(rows)
-    summary = summarise(table)
-    wall = time.perf_counter() - started
-    output.mkdir(exist_ok=True)
-    write_text_atomically(output / "comparison.csv", table.to_csv(index=False, float_format="%.4f"))
-    write_json_atomically(output / "comparison.json", {
-        "rows": rows, "summary": summary.reset_index().to_dict(orient="records"),
-        "forward_passes": predictor.forward_passes, "cache_hits": predictor.cache_hits, "wall_seconds": round(wall, 2),
-    })
-    markdown = to_markdown(table, summary)
-    write_text_atomically(output / "comparison.md", markdown)
+    check_results_folder(output, COMPARISON_FILES, overwrite, [models, registry, location])
+    with OutputLock(output):  # a second run to the same --output fails at once, naming this one
+        predictor = _predictor(cache_dir, no_cache, device, batch_size, max_length, progress)
+        started = time.perf_counter()
+        rows, folders = [], None
+        for target in opt.split_list(target_langs):
+            selection, refs = choose_sources(
+                target_lang=target, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
+                num_languages=num_languages, include_target=include_target, features=features,
+                similarity_matrix=similarity_matrix, source_langs=source_langs, weights=weights,
+                weighting_params=weighting_param,
+                models=models, model_pattern=model_pattern, registry=registry, model=model,
+                given=opt.given_options(ctx),
+            )
+            for note in selection.result.notes:
+                typer.echo(f"Note ({selection.target}): {note}", err=True)
+            folders = folders or {loc: resolve_location(ref.location) for loc, ref in refs.items()}
+            for method in methods:
+                result = run_ensemble(target=selection.target, sources=selection.result.weights, models=folders,
+                                      method=method, dataset=data, location=location, split=split, evaluators=evaluators,
+                                      predictor=predictor)
+                rows.append({
+                    "target": result.target, "voting_method": method.name, "accuracy": result.metrics["accuracy"],
+                    "macro_f1": result.metrics.get("macro_f1"), "sources": " ".join(l for l, _ in result.sources),
+                    "best_source": result.best_source[0], "best_source_accuracy": result.best_source[1],
+                    "best_zero_shot": result.best_zero_shot[0] if result.best_zero_shot else None,
+                    "best_zero_shot_accuracy": result.best_zero_shot[1] if result.best_zero_shot else None,
+                })
+        table = pd.DataFrame(rows)
+        summary = summarise(table)
+        wall = time.perf_counter() - started
+        output.mkdir(exist_ok=True)
+        write_text_atomically(output / "comparison.csv", table.to_csv(index=False, float_format="%.4f"),
+                              replace=overwrite)
+        write_json_atomically(output / "comparison.json", replace=overwrite, data={
+            "rows": rows, "summary": summary.reset_index().to_dict(orient="records"),
+            "forward_passes": predictor.forward_passes, "cache_hits": predictor.cache_hits, "wall_seconds": round(wall, 2),
+        })
+        markdown = to_markdown(table, summary)
+        write_text_atomically(output / "comparison.md", markdown, replace=overwrite)
     typer.echo(markdown)
     typer.echo(f"{len(rows)} runs, {predictor.forward_passes} forward passes, {predictor.cache_hits} cached, "
                f"{wall:.1f} s -> {output}")

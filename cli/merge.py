@@ -10,7 +10,7 @@ import typer
 
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.io import parse_size
-from merginguriel_core.merge import MergeRequest, SourceModel, check_plan, run_merge
+from merginguriel_core.merge import MergeRequest, SourceModel, check_plan, check_strategy_options, run_merge
 from merginguriel_core.models import resolve_location
 from merginguriel_core.params import parse_assignments
 from merginguriel_core.plugins import get_registry
@@ -19,6 +19,7 @@ from merginguriel_cli.selecting import choose_sources, print_selection
 
 
 def merge(
+    ctx: typer.Context,
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the merged model to.")],
     target_lang: opt.TargetLang = None,
     weighting: opt.Weighting = opt.DEFAULTS["weighting"],
@@ -58,12 +59,14 @@ def merge(
     """Merge source models into one for --target-lang, weighted by --weighting."""
     strategy_plugin = get_registry().get("strategy", strategy)
     get_registry().get("dataset", dataset)
+    given = opt.given_options(ctx)
+    check_strategy_options(strategy_plugin, given, [get_registry().get("strategy", n) for n in get_registry().names("strategy")])
     selection, refs = choose_sources(
         target_lang=target_lang, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
         num_languages=num_languages, include_target=include_target, features=features,
         similarity_matrix=similarity_matrix, source_langs=source_langs, weights=weights,
         weighting_params=weighting_param, models=models, model_pattern=model_pattern,
-        registry=registry, model=model,
+        registry=registry, model=model, given=given,
     )
     if base_model is None and strategy_plugin.needs_base:
         base_model = _default_base([locale for locale, _ in selection.result.weights], refs)

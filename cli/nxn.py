@@ -13,6 +13,7 @@ from merginguriel_core.evaluation import LogitsCache, Predictor, best_overall_ze
 from merginguriel_core.languages import resolve_language
 from merginguriel_core.merge import resolve_device
 from merginguriel_core.models import collect_models, resolve_location
+from merginguriel_core.outputs import OutputLock
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
 from merginguriel_cli.evaluate import evaluator_plugins
@@ -22,10 +23,12 @@ if TYPE_CHECKING:  # pandas is imported where it is used: it costs every `mu` ca
     import pandas as pd
 
 MATRIX = "evaluation_matrix.csv"
+#: The files every run writes (plus one matrix per further metric).
+RESULTS = (MATRIX, "baselines.csv", "nxn_details.json")
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    write_text_atomically(path, frame.to_csv(float_format="%.4f"))
+def _write_csv(frame: pd.DataFrame, path: Path, replace: bool) -> None:
+    write_text_atomically(path, frame.to_csv(float_format="%.4f"), replace=replace)
 
 
 def nxn(
@@ -49,13 +52,13 @@ def nxn(
     progress: opt.Progress = True,
 ) -> None:
     """Evaluate every source model on every target language (logits cached; a rerun computes only what is missing)."""
-    import pandas as pd
 
     data = get_registry().get("dataset", dataset)
     chosen = evaluator_plugins(evaluators)
     location = opt.data_location(data_dir, data_file)
-    check_results_folder(output, MATRIX, overwrite)
     refs = collect_models(models, model_pattern, registry, model or ())
+    inputs = [models, registry, location, *(ref.location for ref in refs.values())]
+    check_results_folder(output, RESULTS, overwrite, inputs)
     targets = [resolve_language(code).locale for code in opt.split_list(target_langs)] or list(refs)
     available = set(data.locales(location))
     missing = [t for t in targets if available and t not in available]
@@ -64,12 +67,20 @@ def nxn(
     folders = {locale: resolve_location(ref.location) for locale, ref in refs.items()}
     predictor = Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
                           batch_size, max_length, progress)
+    with OutputLock(output):  # a second run to the same --output fails at once, naming this one
+        _run(output, folders, targets, data, dataset, location, split, chosen, predictor, overwrite)
+
+
+def _run(output: Path, folders, targets, data, dataset: str, location, split: str, chosen, predictor,
+         overwrite: bool) -> None:
+    import pandas as pd
+
     started = time.perf_counter()
     result = nxn_matrix(folders, targets, data, location, split, chosen, predictor)
     wall = time.perf_counter() - started
     output.mkdir(exist_ok=True)
     for metric, frame in result.matrices.items():
-        _write_csv(frame, output / (MATRIX if metric == "accuracy" else f"evaluation_matrix_{metric}.csv"))
+        _write_csv(frame, output / (MATRIX if metric == "accuracy" else f"evaluation_matrix_{metric}.csv"), overwrite)
     accuracy = result.matrices.get("accuracy", next(iter(result.matrices.values())))
     baselines = []
     for target in targets:
@@ -79,9 +90,9 @@ def nxn(
         except ConfigError:
             best, value = None, None
         baselines.append({"target": target, "own_model": own, "best_zero_shot_source": best, "best_zero_shot": value})
-    _write_csv(pd.DataFrame(baselines).set_index("target"), output / "baselines.csv")
+    _write_csv(pd.DataFrame(baselines).set_index("target"), output / "baselines.csv", overwrite)
     cells = len(result.seconds)
-    write_json_atomically(output / "nxn_details.json", {
+    write_json_atomically(output / "nxn_details.json", replace=overwrite, data={
         "dataset": dataset, "data": location or data.hub_id, "split": split, "sources": list(folders),
         "targets": targets, "cells": cells, "forward_passes": result.forward_passes, "cache_hits": result.cache_hits,
         "wall_seconds": round(wall, 2),

@@ -54,6 +54,13 @@ DEFAULTS = {
 }
 
 
+def given_options(ctx: typer.Context) -> set[str]:
+    """The options of this command that the user gave (on the command line or through the
+    environment), not left at their defaults; names with underscores (``top_k``)."""
+    given = {"COMMANDLINE", "ENVIRONMENT"}  # typer vendors click: compare the enum by name
+    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) in given}
+
+
 def split_list(values: Optional[list[str]]) -> list[str]:
     """Flatten repeated and comma-separated option values."""
     return [part.strip() for value in values or () for part in value.split(",") if part.strip()]

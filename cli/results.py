@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from merginguriel_core.errors import ConfigError
+from merginguriel_core.outputs import check_output_path, write_text_atomically
 
 
-def check_results_folder(output: Path, marker: str, overwrite: bool) -> None:
-    """Refuse an ``output`` folder that already holds ``marker`` (unless ``overwrite``) or has no parent."""
-    if (output / marker).exists() and not overwrite:
-        raise ConfigError(f"{output / marker} already exists; pass --overwrite to replace it")
+def check_results_folder(output: Path, names: Iterable[str], overwrite: bool, inputs: Iterable[Path | str | None] = ()) -> None:
+    """Refuse an ``output`` folder that already holds one of the files ``names`` (unless
+    ``overwrite``), has no parent, is not a folder, or is, holds or lies inside an input."""
+    check_output_path(output, inputs)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output} exists and is not a folder")
+    existing = [name for name in names if (output / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{output / existing[0]} already exists; pass --overwrite to replace it")
     if not output.parent.is_dir():
         raise ConfigError(f"the folder {output.parent} for --output does not exist")
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write to a temporary name beside ``path``, then rename it into place."""
-    if not path.parent.is_dir():
-        raise ConfigError(f"the folder {path.parent} for {path.name} does not exist")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def write_json_atomically(path: Path, data: Any, *, replace: bool = True) -> None:
+    """JSON (indented, newline-terminated) through :func:`write_text_atomically`."""
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n", replace=replace)
 
 
-def write_json_atomically(path: Path, data: Any) -> None:
-    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
+__all__ = ["check_results_folder", "write_json_atomically", "write_text_atomically"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import typer
 
@@ -11,7 +11,7 @@ from merginguriel_core.languages import resolve_language
 from merginguriel_core.models import ModelRef, collect_models
 from merginguriel_core.plugins import get_registry
 from merginguriel_core.params import parse_assignments
-from merginguriel_core.selection import Selection, parse_manual_weights, select_sources
+from merginguriel_core.selection import Selection, check_weighting_options, parse_manual_weights, select_sources
 from merginguriel_cli.options import split_list
 
 
@@ -32,11 +32,18 @@ def choose_sources(
     model_pattern: str,
     registry: Optional[Path],
     model: Optional[list[str]],
+    given: Iterable[str] = (),
 ) -> tuple[Selection, dict[str, ModelRef]]:
-    """Collect the source models, then run the chosen weighting over them."""
-    weighting_plugin = get_registry().get("weighting", weighting)
-    if target_lang is not None:
-        resolve_language(target_lang)  # a bad target is reported before any folder is read
+    """Collect the source models, then run the chosen weighting over them.
+
+    ``given`` names the options the user gave explicitly; one the weighting does not read
+    is refused (see :func:`merginguriel_core.selection.check_weighting_options`).
+    """
+    registry_ = get_registry()
+    weighting_plugin = registry_.get("weighting", weighting)
+    target = resolve_language(target_lang).locale if target_lang is not None else None  # reported before any folder is read
+    check_weighting_options(weighting_plugin, given, target,
+                            [registry_.get("weighting", name) for name in registry_.names("weighting")])
     refs = collect_models(models, model_pattern, registry, model or ())
     selection = select_sources(
         weighting_plugin,

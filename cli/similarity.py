@@ -15,12 +15,15 @@ from merginguriel_core.languages import resolve_language
 from merginguriel_core.models import collect_models
 from merginguriel_core.params import parse_assignments
 from merginguriel_core.plugins import get_registry
-from merginguriel_core.selection import check_selection_options, parse_manual_weights, select_sources, similarity_matrix_for
+from merginguriel_core.selection import (
+    check_selection_options, check_weighting_options, parse_manual_weights, select_sources, similarity_matrix_for,
+)
 from merginguriel_core.similarity import SimilarityMatrix, uriel_weights
 from merginguriel_cli import options as opt
 
 
 def similarity(
+    ctx: typer.Context,
     target_lang: opt.TargetLang = None,
     models: opt.Models = None,
     model_pattern: opt.ModelPattern = opt.DEFAULTS["model_pattern"],
@@ -52,9 +55,12 @@ def similarity(
     if target_lang is None and export is None:
         raise ConfigError("give --target-lang to see neighbours, or --export PATH to write the matrix")
     if explain:
-        get_registry().get("weighting", weighting)  # an unknown name fails before any work
+        registry_ = get_registry()
+        chosen = registry_.get("weighting", weighting)  # an unknown name fails before any work
         if target_lang is None:
             raise ConfigError("--explain needs --target-lang")
+        check_weighting_options(chosen, opt.given_options(ctx), resolve_language(target_lang).locale,
+                                [registry_.get("weighting", name) for name in registry_.names("weighting")])
         plot = plot or Path(f"weights_{resolve_language(target_lang).locale}_{weighting}.png")
         if plot.suffix.lower() != ".png":
             raise ConfigError(f"--plot {plot} must end in .png")
@@ -78,13 +84,13 @@ def similarity(
     )
     matrix = similarity_matrix_for(request)
     if export is not None:
-        matrix.to_csv(export)
+        matrix.to_csv(export, replace=False)
         typer.echo(f"Wrote {len(matrix.locales)}x{len(matrix.locales)} similarity matrix to {export}", err=json_out)
     if target is None:
         return
     if explain:
         _explain(target, weighting, weighting_params, weights, source_langs, available if given_models else
-                 [code for code in matrix.locales], request, matrix, plot, json_out, limit)
+                 [code for code in matrix.locales], request, matrix, plot, json_out, limit, overwrite)
         return
     candidates = available if given_models else [code for code in matrix.locales if code != target or include_target]
     trace = uriel_weights(
@@ -126,7 +132,8 @@ def similarity(
 
 
 def _explain(target: str, weighting: str, weighting_params, weights, source_langs, available: list[str],
-             request: WeightingRequest, matrix: SimilarityMatrix, plot: Path, json_out: bool, limit: int) -> None:
+             request: WeightingRequest, matrix: SimilarityMatrix, plot: Path, json_out: bool, limit: int,
+             replace_plot: bool) -> None:
     """Run ``weighting`` exactly as `mu merge` would and show its steps."""
     selection = select_sources(
         get_registry().get("weighting", weighting), target=target, available=available,
@@ -145,7 +152,7 @@ def _explain(target: str, weighting: str, weighting_params, weights, source_lang
             {locale: float(row[i]) for i, locale in enumerate(matrix.locales) if locale != target},
         )
     title = f"{weighting} weights for {target} ({resolve_language(target).name})"
-    plot_explanation(explanation, plot, title)
+    plot_explanation(explanation, plot, title, replace=replace_plot)
     if json_out:
         typer.echo(json.dumps({**explanation.to_json(), "weighting": weighting, "plot": str(plot)}, indent=2))
         return

@@ -12,6 +12,7 @@ from merginguriel_core.errors import ConfigError
 from merginguriel_core.languages import resolve_language
 from merginguriel_core.merge import resolve_device
 from merginguriel_core.models import DEFAULT_PATTERN, pattern_regex
+from merginguriel_core.outputs import check_output_path
 from merginguriel_core.plugins import get_registry
 from merginguriel_core.training import TrainingConfig, is_finished, train_one
 from merginguriel_cli import options as opt
@@ -57,22 +58,27 @@ def train(
         if output_dir is None:
             raise ConfigError("--locales needs --output-dir FOLDER")
         pattern_regex(model_pattern)
-        output_dir.mkdir(parents=True, exist_ok=True)
+        check_output_path(output_dir, [Path(base_model), location], "--output-dir")
         codes = [resolve_language(code).locale for code in batch]
         jobs = [(code, output_dir / model_pattern.format(locale=code)) for code in codes]
     available = set(data.locales(location))
     missing = [code for code, _ in jobs if available and code not in available]
     if missing:
         raise ConfigError(f"dataset {dataset} has no {', '.join(missing)}; it has {', '.join(sorted(available))}")
+    inputs = [Path(base_model), location]
+    for code, folder in jobs:  # every job is checked before the first one trains
+        check_output_path(folder, inputs, "--output" if locale is not None else "--output-dir")
+        if folder.exists() and not overwrite and not (is_finished(folder) and locale is None):
+            raise ConfigError(f"{folder} already exists; pass --overwrite to retrain {code}")
+        if not folder.parent.is_dir() and not (locale is None and folder.parent == output_dir):
+            raise ConfigError(f"the folder {folder.parent} for the model does not exist")
+    if locale is None:
+        output_dir.mkdir(parents=True, exist_ok=True)
     for code, folder in jobs:
         if folder.exists() and not overwrite:
-            if is_finished(folder) and locale is None:
-                typer.echo(f"{code}: already trained in {folder}; skipped")
-                continue
-            raise ConfigError(f"{folder} already exists; pass --overwrite to retrain {code}")
-        if not folder.parent.is_dir():
-            raise ConfigError(f"the folder {folder.parent} for the model does not exist")
-        details = train_one(data, location, code, base_model, folder, config, torch_device, progress)
+            typer.echo(f"{code}: already trained in {folder}; skipped")
+            continue
+        details = train_one(data, location, code, base_model, folder, config, torch_device, progress, overwrite)
         typer.echo(json.dumps({"locale": code, "output": str(folder), "dev_accuracy": round(details["dev_accuracy"], 4),
                                "steps": details["steps"], "seconds": details["seconds"]}))
 

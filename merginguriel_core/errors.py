@@ -30,3 +30,7 @@ class ModelError(MergingUrielError):
 
 class TensorFileError(ModelError):
     """A safetensors file that is missing, truncated or inconsistent with its siblings."""
+
+
+class OutputError(MergingUrielError):
+    """An output that cannot be written or placed: busy, appeared meanwhile, or no space."""

@@ -11,14 +11,13 @@ the raw similarity when a target and a matrix are known (:func:`fallback_explana
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from merginguriel_core.languages import resolve_language
+from merginguriel_core.outputs import atomic_file
 
 
 @dataclass
@@ -107,7 +106,7 @@ def explanation_table(explanation: Explanation, limit: int | None = 20) -> str:
     return "\n".join(lines)
 
 
-def plot_explanation(explanation: Explanation, path: Path, title: str, limit: int = 12) -> None:
+def plot_explanation(explanation: Explanation, path: Path, title: str, limit: int = 12, *, replace: bool = True) -> None:
     """Grouped bar chart of the steps for the ``limit`` first languages, written atomically.
 
     Each step is scaled to sum to 1 over the languages shown (similarities and weights live
@@ -135,14 +134,8 @@ def plot_explanation(explanation: Explanation, path: Path, title: str, limit: in
     axis.set_title(title)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(descriptor)
     try:
-        figure.savefig(temporary, format="png")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with atomic_file(path, "wb", replace=replace) as handle:
+            figure.savefig(handle, format="png")
     finally:
         plt.close(figure)

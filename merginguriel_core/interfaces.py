@@ -58,6 +58,13 @@ class WeightResult:
     notes: list[str] = field(default_factory=list)
 
 
+#: The shared selection options a weighting may read (option names with underscores:
+#: ``top_k`` is ``--top-k``). ``--source-langs`` and ``--weighting-param`` apply to every weighting.
+SELECTION_OPTIONS = frozenset(
+    {"top_k", "sinkhorn_iters", "num_languages", "include_target", "features", "similarity_matrix", "weights"}
+)
+
+
 class Weighting(ABC):
     """Chooses which source models contribute to a target, and with what weight."""
 
@@ -66,6 +73,13 @@ class Weighting(ABC):
     params: ClassVar[tuple[Param, ...]] = ()
     #: Whether ``--target-lang`` is required.
     needs_target: ClassVar[bool] = True
+    #: The :data:`SELECTION_OPTIONS` this weighting reads; the CLI refuses the others when
+    #: they are given, so that no option is silently ignored. Default: all of them.
+    reads: ClassVar[frozenset[str]] = SELECTION_OPTIONS
+
+    def options_read(self, target: str | None) -> frozenset[str]:
+        """The selection options read for ``target`` (``None``: no target); default :attr:`reads`."""
+        return self.reads
 
     @abstractmethod
     def compute(self, request: WeightingRequest) -> WeightResult:
@@ -137,6 +151,12 @@ class MergeContext:
     progress: bool = True
 
 
+#: Options of data-dependent strategies (``--data-dir`` ...), with underscores.
+DATA_OPTIONS = frozenset({"dataset", "data_dir", "data_file", "stats_dir", "max_length"})
+#: The ``mu merge`` options that only some strategies read.
+STRATEGY_OPTIONS = DATA_OPTIONS | {"base_model", "seed", "fisher_examples", "regmean_examples"}
+
+
 class MergeStrategy(ABC):
     """Merges K aligned source tensors (and optionally a base) into one tensor.
 
@@ -153,6 +173,21 @@ class MergeStrategy(ABC):
     needs_base: ClassVar[bool] = False
     #: Whether the strategy needs labelled data (``--data-dir`` or ``--data-file``).
     needs_data: ClassVar[bool] = False
+    #: Whether the strategy draws random numbers (``chunk.generator``), so ``--seed`` matters.
+    random: ClassVar[bool] = False
+
+    def options_read(self) -> frozenset[str]:
+        """The :data:`STRATEGY_OPTIONS` this strategy reads; ``mu merge`` refuses the others
+        when they are given. Default: ``base_model`` if :attr:`needs_base`, the data options
+        and ``seed`` if :attr:`needs_data`, ``seed`` if :attr:`random`."""
+        read = set()
+        if self.needs_base:
+            read.add("base_model")
+        if self.needs_data:
+            read |= DATA_OPTIONS | {"seed"}
+        if self.random:
+            read.add("seed")
+        return frozenset(read)
 
     def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
         """Reject a configuration before any weights load (override to add checks)."""

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -25,10 +24,12 @@ import torch
 from tqdm.auto import tqdm
 
 from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
-from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy, TensorJob
+from merginguriel_core.interfaces import STRATEGY_OPTIONS, Chunk, MergeContext, MergeStrategy, TensorJob
 from merginguriel_core.io import ShardedSafetensorsWriter, TensorSource
 from merginguriel_core.memory import MMAP_THRESHOLD_MAX, reuse_freed_buffers
+from merginguriel_core.outputs import check_output_path, staged_folder
 from merginguriel_core.params import resolve_params
+from merginguriel_core.selection import check_options_read
 
 #: Files never copied from a source folder into the merged model.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
@@ -100,28 +101,22 @@ def check_output(output: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> 
     """Refuse an output that would clobber something: an existing folder (unless
     ``overwrite``), a symbolic link, the current folder or one above it, or any folder that
     is, holds or lies inside one of the ``inputs`` (source and base models), whatever
-    ``overwrite`` says."""
-    if str(output).strip() in ("", ".") or not output.name or output.name in (".", ".."):
-        raise ConfigError(f"--output {str(output)!r} must name a new folder, not the current or a parent folder")
-    if output.is_symlink():
-        raise ConfigError(f"output {output} is a symbolic link; give a real folder path")
-    resolved = output.resolve()
-    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
-        raise ConfigError(f"--output {output} is the current folder or one above it; choose a new folder")
-    for source in inputs:
-        if not Path(source).exists():
-            continue
-        model = Path(source).resolve()
-        if resolved == model or model in resolved.parents or resolved in model.parents:
-            raise ConfigError(
-                f"--output {output} would overwrite or sit inside the input model {source}; choose another folder"
-            )
+    ``overwrite`` says. Checked again, atomically, when the result is placed
+    (:func:`merginguriel_core.outputs.staged_folder`)."""
+    check_output_path(output, inputs)
     if output.exists() and not overwrite:
         raise ConfigError(f"output {output} already exists; pass --overwrite to replace it")
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a folder")
     if not output.parent.exists():
         raise ConfigError(f"the folder {output.parent} for --output does not exist")
+
+
+def check_strategy_options(strategy: MergeStrategy, given: Iterable[str], alternatives: Iterable[MergeStrategy] = ()) -> None:
+    """Refuse a strategy option (``--base-model``, ``--data-dir``, ``--seed``, ...) that the
+    user gave but ``strategy`` does not read (:meth:`MergeStrategy.options_read`)."""
+    check_options_read(given, STRATEGY_OPTIONS, strategy.options_read(), f"--strategy {strategy.name}",
+                       {other.name: other.options_read() for other in alternatives})
 
 
 def check_weights(sources: list[SourceModel]) -> None:
@@ -295,18 +290,35 @@ class _TensorMerger:
         tensor = reader.get(name) if scalar else reader.get_rows(name, start, stop)
         return tensor.to(device=self.device, dtype=torch.float32, non_blocking=True)
 
+    def _check_finite(self, name: str, start: int, stop: int, sources: list[torch.Tensor],
+                      base: torch.Tensor | None) -> None:
+        """Every input chunk must be finite: a NaN or inf in one source would pass silently
+        through sign elections and magnitude thresholds. One reduction per input and one
+        device sync per chunk; the exact check runs only when a sum is not finite."""
+        inputs = [*sources, *([base] if base is not None else [])]
+        if bool(torch.isfinite(torch.stack([tensor.sum() for tensor in inputs])).all()):
+            return
+        owners = [f"model {s.locale} ({s.path})" for s in self.request.sources] + [f"the base model {self.request.base}"]
+        for owner, tensor in zip(owners, inputs):
+            if not bool(torch.isfinite(tensor).all()):
+                where = f" (rows {start}:{stop})" if tensor.dim() and stop - start < self.readers[0].info(name).shape[0] else ""
+                raise TensorFileError(f"tensor {name} of {owner} holds NaN or inf values{where}; it cannot be merged")
+
     def chunks(self, name: str, shape: tuple[int, ...], ranges: list[tuple[int, int]]) -> Iterator[Chunk]:
         scalar = len(shape) == 0
         has_base = self.base is not None and name in self.base
         for start, stop in ranges:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(_seed_for(self.request.seed, name, start))
+            sources = [self._read(r, name, start, stop, scalar) for r in self.readers]
+            base = self._read(self.base, name, start, stop, scalar) if has_base else None
+            self._check_finite(name, start, stop, sources, base)
             yield Chunk(
                 name=name,
                 start=start,
                 stop=stop,
-                sources=[self._read(r, name, start, stop, scalar) for r in self.readers],
-                base=self._read(self.base, name, start, stop, scalar) if has_base else None,
+                sources=sources,
+                base=base,
                 weights=self.weights,
                 params=self.request.params,
                 generator=generator,
@@ -379,27 +391,6 @@ def _details_text(details: Mapping[str, Any]) -> str:
         lines.append(f"{source['locale']:<12} {source['weight']:>8.4f}  {source['path']}")
     lines += ["", "Packages     " + ", ".join(f"{k} {v}" for k, v in details["packages"].items())]
     return "\n".join(lines) + "\n"
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _place(tmp_dir: Path, output: Path) -> None:
-    """Move the finished folder into place; an old output is removed only after that succeeds."""
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
-        try:
-            os.replace(tmp_dir, output)
-        except OSError:
-            os.replace(old, output)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, output)
 
 
 def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folder: Path) -> int:
@@ -539,8 +530,9 @@ def run_merge(request: MergeRequest) -> MergeSummary:
             for name in names
         }
         layout = [(name, out_dtype[name], readers[0].info(name).shape) for name in names]
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{request.output.name}.tmp-", dir=request.output.parent))
-        try:
+        needed = sum(math.prod(shape) * dtype.itemsize for _, dtype, shape in layout)
+        with staged_folder(request.output, overwrite=request.overwrite, what="merged model",
+                           needed_bytes=needed) as tmp_dir:
             prepared = request.strategy.prepare(
                 MergeContext(request.sources, request.base, request.params, device, request.options, request.progress)
             )
@@ -554,10 +546,6 @@ def run_merge(request: MergeRequest) -> MergeSummary:
                 details["statistics"] = prepared.describe()
             if base is not None:
                 details["base_tensors"] = {**base.describe(), "source_tensors": len(names)}
-            _write_atomically(tmp_dir / "merge_details.json", json.dumps(details, indent=2) + "\n")
-            _write_atomically(tmp_dir / "merge_details.txt", _details_text(details))
-            _place(tmp_dir, request.output)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
+            (tmp_dir / "merge_details.json").write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
+            (tmp_dir / "merge_details.txt").write_text(_details_text(details), encoding="utf-8")
     return MergeSummary(request.output, len(layout), bytes_written, time.perf_counter() - started, str(device), details)

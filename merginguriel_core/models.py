@@ -8,6 +8,7 @@ name the same model; two models for one locale are an error, never a silent pick
 from __future__ import annotations
 
 import csv
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,14 @@ def pattern_regex(pattern: str) -> re.Pattern[str]:
     """A regex matching folder names made from ``pattern`` (which must contain ``{locale}``)."""
     if pattern.count("{locale}") != 1:
         raise ConfigError(f"--model-pattern {pattern!r} must contain {{locale}} exactly once")
+    if "/" in pattern or "\\" in pattern or ".." in pattern or (os.altsep and os.altsep in pattern):
+        raise ConfigError(
+            f"--model-pattern {pattern!r} must be a folder name: no path separator (/ or \\) and no '..'"
+        )
+    try:
+        pattern.format(locale="xx")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"--model-pattern {pattern!r} may hold no braces other than {{locale}}") from None
     prefix, suffix = pattern.split("{locale}")
     return re.compile(re.escape(prefix) + r"(?P<locale>[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]+)?)" + re.escape(suffix) + "$")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from merginguriel_core.errors import ConfigError
-from merginguriel_core.interfaces import WeightingRequest, WeightResult, Weighting
+from merginguriel_core.interfaces import SELECTION_OPTIONS, WeightingRequest, WeightResult, Weighting
 from merginguriel_core.languages import MASSIVE_LOCALES, resolve_language
 from merginguriel_core.params import parse_pairs, resolve_params
 from merginguriel_core.similarity import SimilarityMatrix, uriel_similarity_matrix
@@ -25,6 +25,30 @@ def check_selection_options(top_k: int, sinkhorn_iters: int, num_languages: int)
         raise ConfigError(f"--sinkhorn-iters must be at least 0, got {sinkhorn_iters}")
     if num_languages < 1:
         raise ConfigError(f"--num-languages must be at least 1, got {num_languages}")
+
+
+def check_options_read(given: Iterable[str], universe: Iterable[str], read: Iterable[str], owner: str,
+                       readers: Mapping[str, Iterable[str]] | None = None) -> None:
+    """Refuse an option the user gave that ``owner`` does not read, so none is silently ignored.
+
+    ``given``: options given explicitly (names with underscores); ``universe``: the options
+    this check is about; ``read``: those ``owner`` reads; ``readers``: other plugin name ->
+    the options it reads, to say which would read it.
+    """
+    unread = sorted(set(given) & set(universe) - set(read))
+    if not unread:
+        return
+    option = "--" + unread[0].replace("_", "-")
+    others = sorted(name for name, options in (readers or {}).items() if unread[0] in set(options))
+    hint = f" (read by {', '.join(others)})" if others else ""
+    raise ConfigError(f"{option} is not read by {owner}{hint}; drop it, or choose a method that reads it")
+
+
+def check_weighting_options(weighting: Weighting, given: Iterable[str], target: str | None,
+                            alternatives: Iterable[Weighting] = ()) -> None:
+    """:func:`check_options_read` for a weighting's shared selection options."""
+    check_options_read(given, SELECTION_OPTIONS, weighting.options_read(target), f"--weighting {weighting.name}",
+                       {other.name: other.options_read(target) for other in alternatives})
 
 
 def similarity_matrix_for(request: WeightingRequest) -> SimilarityMatrix:

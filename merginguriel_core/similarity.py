@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,27 +135,20 @@ class SimilarityMatrix:
         """Return a copy of the row of ``locale``."""
         return self.values[self.index(locale)].copy()
 
-    def to_csv(self, path: str | os.PathLike[str]) -> None:
-        """Write the matrix atomically: a temporary file in the same folder, then a rename.
+    def to_csv(self, path: str | os.PathLike[str], *, replace: bool = True) -> None:
+        """Write the matrix atomically (:func:`merginguriel_core.outputs.atomic_file`); with
+        ``replace=False`` a file that exists at that moment is kept.
 
         Layout: a header row (an empty corner cell, then the locales) and one row per
         locale (the locale, then its values written with ``repr`` so they read back exactly).
         """
-        target = Path(path)
-        descriptor, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["", *self.locales])
-                for locale, values in zip(self.locales, self.values, strict=True):
-                    writer.writerow([locale, *(repr(float(value)) for value in values)])
-            os.chmod(temporary, 0o644)  # mkstemp creates it private (0600)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        from merginguriel_core.outputs import atomic_file
+
+        with atomic_file(Path(path), "w", replace=replace) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["", *self.locales])
+            for locale, values in zip(self.locales, self.values, strict=True):
+                writer.writerow([locale, *(repr(float(value)) for value in values)])
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike[str]) -> SimilarityMatrix:

@@ -8,10 +8,7 @@ batch resumes by skipping the locales that are done.
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ from tqdm.auto import tqdm
 from merginguriel_core.data import Examples
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import Dataset
+from merginguriel_core.outputs import check_output_path, staged_folder
 
 DETAILS = "training_details.json"
 
@@ -107,13 +105,29 @@ def train_one(
     config: TrainingConfig,
     device: torch.device,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Fine-tune ``base_model`` on ``locale``'s train split; evaluate on dev; save atomically."""
+    """Fine-tune ``base_model`` on ``locale``'s train split; evaluate on dev; save atomically.
+
+    ``output`` is locked from the start (a second run to it fails at once) and placed only
+    when the model is saved; an existing folder is replaced only with ``overwrite``, and
+    never when it is the base model or holds or lies inside it or the data.
+    """
+    config.check()
+    check_output_path(output, [Path(base_model), location])
+    with staged_folder(output, overwrite=overwrite, what="fine-tuned model") as staging:
+        model, tokenizer, details = _train(dataset, location, locale, base_model, config, device, progress)
+        _save(model, tokenizer, details, staging)
+    return details
+
+
+def _train(dataset: Dataset, location: str | None, locale: str, base_model: str, config: TrainingConfig,
+           device: torch.device, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
+    """The training loop of :func:`train_one`: returns the model, its tokenizer and the details."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
     from merginguriel_core.statistics import load_pretrained
 
-    config.check()
     started = time.perf_counter()
     label_space = dataset.labels(location)
     train = dataset.load(location, locale, "train")
@@ -182,23 +196,11 @@ def train_one(
         "device": str(device),
         "config": asdict(config),
     }
-    _save_atomically(model, tokenizer, details, output)
-    return details
+    return model, tokenizer, details
 
 
-def _save_atomically(model, tokenizer, details: dict[str, Any], output: Path) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / DETAILS).write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
-        if output.exists():
-            old = output.with_name(f".{output.name}.old-{os.getpid()}")
-            os.replace(output, old)
-            os.replace(tmp, output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def _save(model, tokenizer, details: dict[str, Any], folder: Path) -> None:
+    """Write the model (safetensors), its tokenizer and ``training_details.json`` into ``folder``."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / DETAILS).write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")

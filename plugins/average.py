@@ -17,6 +17,10 @@ class AverageWeighting(Weighting):
     description = "Equal weights over the sources uriel would select (or every available model without a target)."
     needs_target = False
 
+    def options_read(self, target: str | None) -> frozenset[str]:
+        """uriel's options with a target (they choose the sources); none without one."""
+        return UrielWeighting.reads if target is not None else frozenset()
+
     def compute(self, request: WeightingRequest) -> WeightResult:
         explanation = None
         if request.target is None:

@@ -118,6 +118,9 @@ class FisherStrategy(MergeStrategy):
     params = (EPSILON,)
     needs_data = True
 
+    def options_read(self) -> frozenset[str]:
+        return super().options_read() | {"fisher_examples"}
+
     def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
         check_data_options(options, "--fisher-examples")
 

@@ -11,6 +11,7 @@ class ManualWeighting(Weighting):
     name = "manual"
     description = "Weights given with --weights LOCALE=WEIGHT,..., normalised to sum to 1."
     needs_target = False
+    reads = frozenset({"weights", "include_target"})
 
     def compute(self, request: WeightingRequest) -> WeightResult:
         given = dict(request.manual_weights or {})

@@ -77,6 +77,9 @@ class RegMeanStrategy(MergeStrategy):
     )
     needs_data = True
 
+    def options_read(self) -> frozenset[str]:
+        return super().options_read() | {"regmean_examples"}
+
     def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
         check_data_options(options, "--regmean-examples")
 

@@ -115,6 +115,8 @@ def read_nxn(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 class _SignalWeighting(Weighting):
     """Similarity → available → candidates → method weights."""
 
+    reads = frozenset({"top_k", "num_languages", "include_target", "features", "similarity_matrix"})
+
     def method_steps(self, request: WeightingRequest, matrix: SimilarityMatrix, target: str,
                      candidates: list[str], similarity: np.ndarray) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, dict[str, Any]]:
         """Method-specific steps over ``candidates`` (values aligned with them) and final weights."""
@@ -196,6 +198,7 @@ class SoftmaxWeighting(_SignalWeighting):
 class LocalSinkhornWeighting(_SignalWeighting):
     name = "local_sinkhorn"
     description = "Sinkhorn on the similarity matrix restricted to the target and its most similar available models."
+    reads = _SignalWeighting.reads | {"sinkhorn_iters"}
 
     def method_steps(self, request, matrix, target, candidates, similarity):
         others = [locale for locale in candidates if locale != target]

@@ -62,6 +62,7 @@ class TaskVectorStrategy(MergeStrategy):
         self.reference = reference
         self.sparsification = sparsification
         self.consensus = consensus
+        self.random = sparsification in ("random", "della")  # DARE and DELLA draw their masks
         self.params = (*params, SCALING)
 
     def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ class UrielWeighting(Weighting):
         "URIEL similarity to the target, top-k per language, Sinkhorn-normalised, then the "
         "--num-languages best available models renormalised to sum to 1."
     )
+    reads = frozenset({"top_k", "sinkhorn_iters", "num_languages", "include_target", "features", "similarity_matrix"})
 
     def compute(self, request: WeightingRequest) -> WeightResult:
         matrix = similarity_matrix_for(request)

@@ -319,7 +319,7 @@ def test_output_never_clobbers_inputs(runner, zoo_copy, tmp_path, where):
     out = {"models": zoo_copy, "parent": tmp_path, "source": source, "inside-source": source / "merged"}[where]
     result = _merge(runner, zoo_copy, out, "--target-lang", "de-DE", "--overwrite")
     assert result.exit_code != 0
-    assert "would overwrite or sit inside the input model" in _single_error_line(result)
+    assert "would overwrite, hold or sit inside the input" in _single_error_line(result)
     assert _zoo_fingerprint(zoo_copy) == before
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from contextlib import contextmanager, suppress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -23,6 +24,7 @@ import torch
 
 from merginguriel_core.errors import ConfigError, TensorFileError
 from merginguriel_core.io.reader import DTYPE_NAMES, INDEX_FILE, SINGLE_FILE
+from merginguriel_core.outputs import SPACE_ERRORS
 
 Layout = Sequence[tuple[str, torch.dtype, tuple[int, ...]]]
 
@@ -128,6 +130,9 @@ class ShardedSafetensorsWriter:
         self._handle: BinaryIO | None = None
         self._open_shard = -1
         self._closed = False
+        #: Bytes of all shards (headers included) and how many are written so far.
+        self.total_bytes = sum(e.nbytes for e in self._entries)
+        self.bytes_written = 0
 
     def _plan(self, layout: Layout, max_shard_bytes: int) -> list[_Entry]:
         """Validate the layout and assign each tensor its shard and offset."""
@@ -216,14 +221,32 @@ class ShardedSafetensorsWriter:
             self._start_shard(entry.shard)
         assert self._handle is not None
         data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
-        self._handle.write(data)
+        with self._space_checked(entry.shard):
+            self._handle.write(data)
+        self.bytes_written += data.nbytes
 
     def _start_shard(self, shard: int) -> None:
         """Open shard ``shard`` and write its header."""
         path = self.folder / self.shard_name(shard)
-        self._handle = open(path, "wb")
-        self._open_shard = shard
-        self._handle.write(self._header(shard))
+        with self._space_checked(shard):
+            self._handle = open(path, "wb")
+            self._open_shard = shard
+            header = self._header(shard)
+            self._handle.write(header)
+        self.bytes_written += len(header)
+
+    @contextmanager
+    def _space_checked(self, shard: int):
+        """Turn a full disk or a file-size limit into an :class:`OSError` naming the shard's
+        file, with ``needed`` and ``written`` byte counts for the message the caller shows."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in SPACE_ERRORS:
+                raise
+            error = OSError(exc.errno, exc.strerror, self.shard_name(shard))
+            error.needed, error.written = self.total_bytes, self.bytes_written  # type: ignore[attr-defined]
+            raise error from None
 
     def _header(self, shard: int) -> bytes:
         """Length prefix + JSON header of a shard, padded with spaces to a multiple of 8."""
@@ -249,8 +272,9 @@ class ShardedSafetensorsWriter:
 
     def _finish_shard(self) -> None:
         assert self._handle is not None
-        self._handle.close()
-        self._handle = None
+        handle, self._handle = self._handle, None
+        with self._space_checked(self._open_shard):
+            handle.close()  # buffered bytes reach the disk here
         self.files.append(self.folder / self.shard_name(self._open_shard))
 
     def close(self) -> None:
@@ -281,8 +305,9 @@ class ShardedSafetensorsWriter:
         """Close any open file without validating; the caller cleans up the folder."""
         self._closed = True
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            with suppress(OSError):  # a full disk fails the flush again; the error is already raised
+                handle.close()
 
     def __enter__(self) -> ShardedSafetensorsWriter:
         return self
