@@ -93,6 +93,33 @@ def fsync_tree(folder: Path) -> None:
         fsync_dir(Path(root))
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes a new file and folder get from the
+    user's umask: libraries that write privately (safetensors writes 0600) or
+    ``tempfile.mkdtemp`` (0700) must not make a user's output unreadable to their group."""
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask, follow_symlinks=False)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o100
+                os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
 # -------------------------------------------------------------------------- renames
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -465,11 +492,28 @@ def staged_folder(output: Path, *, overwrite: bool = False, what: str = "output"
         staging = _make_staging(output)
         try:
             yield staging
+            apply_umask(staging)
             fsync_tree(staging)
             _place(staging, output, overwrite, original, what)
         except OSError as exc:
             if exc.errno in SPACE_ERRORS:
-                raise space_error(exc, output, needed_bytes) from None
+                where = _final_name(exc.filename, staging, output)
+                error = OSError(exc.errno, exc.strerror, str(where) if where else None)
+                raise space_error(error, output, getattr(exc, "needed", None) or needed_bytes,
+                                  getattr(exc, "written", None)) from None
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _final_name(name: str | None, staging: Path, output: Path) -> Path | None:
+    """Where a file being written in ``staging`` would have been in ``output``."""
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_absolute():
+        return output / path
+    try:
+        return output / path.relative_to(staging)
+    except ValueError:
+        return path
