@@ -268,3 +268,28 @@ def test_result_files_are_not_replaced_when_they_appear(tmp_path):
     assert path.read_text() == "theirs"
     assert Path(str(error.value).rsplit(" is at ", 1)[1]).read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_train_keeps_a_folder_that_appears_while_it_trains(runner, zoo_dir, sib_dir, tmp_path, monkeypatch):
+    import merginguriel_core.training as training
+
+    out = tmp_path / "de"
+    real_train = training._train
+
+    def train_then_someone_writes(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        out.mkdir()
+        (out / "theirs.txt").write_text("theirs")
+        return result
+
+    monkeypatch.setattr(training, "_train", train_then_someone_writes)
+    result = run_cli(runner, "train", "--base-model", zoo_dir / "base", "--data-dir", sib_dir, "--locale", "de-DE",
+                     "--output", out, "--epochs", "1", "--max-length", "16", "--no-progress")
+    assert result.exit_code == 1
+    line = _error_lines(result.output)[0]
+    assert f"{out} appeared while this run was writing it and was left as it is; the new fine-tuned model is at" in line
+    kept = Path(line.rsplit(" is at ", 1)[1])
+    assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
+    assert json.loads((kept / "training_details.json").read_text())["locale"] == "de-DE"
+    assert (kept / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~outputs.current_umask()
+    assert _hidden(tmp_path, "de") == []
