@@ -89,7 +89,7 @@ def ensemble(
     result = run_ensemble(target=selection.target, sources=selection.result.weights, models=folders, method=method,
                           dataset=data, location=location, split=split, evaluators=chosen, predictor=predictor)
     if predictions is not None:
-        labels = data.labels(location)
+        labels = result.label_space
         rows = pd.DataFrame({"text": result.examples.texts, "gold": result.examples.labels,
                              "predicted": [labels[int(p)] for p in result.predictions]})
         write_text_atomically(predictions, rows.to_csv(index=False), replace=False)

@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from merginguriel_core.errors import ConfigError
-from merginguriel_core.evaluation import LogitsCache, Predictor, default_cache_dir, gold_ids, score
+from merginguriel_core.evaluation import (
+    LogitsCache, Predictor, check_batching, default_cache_dir, gold_ids, label_space_for, score,
+)
 from merginguriel_core.languages import resolve_language
 from merginguriel_core.merge import resolve_device
 from merginguriel_core.plugins import get_registry
@@ -39,6 +41,7 @@ def evaluate(
     device: opt.Device = "auto",
 ) -> None:
     """Accuracy and macro-F1 (or the chosen --evaluators) of --model on --locale's --split, as JSON."""
+    check_batching(batch_size, max_length)
     data = get_registry().get("dataset", dataset)
     chosen = evaluator_plugins(evaluators)
     if output is not None and output.exists():
@@ -48,7 +51,7 @@ def evaluate(
     location = opt.data_location(data_dir, data_file)
     code = resolve_language(locale).locale
     examples = data.load(location, code, split)
-    label_space = data.labels(location)
+    label_space = label_space_for(data, location, [model])
     predictor = Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
                           batch_size, max_length)
     logits = predictor.logits(model, examples, label_space)
@@ -58,7 +61,7 @@ def evaluate(
         **score(logits.argmax(-1), gold_ids(examples, label_space), len(label_space), chosen),
     }
     if output is not None:
-        write_json_atomically(output, result)
+        write_json_atomically(output, result, replace=False)
     typer.echo(json.dumps(result, indent=2))
 
 
@@ -72,6 +75,7 @@ def evaluate_encoder(
     """Spearman correlation between cosine similarity of mean-pooled embeddings and gold scores."""
     from merginguriel_core.sts import evaluate_sts
 
+    check_batching(batch_size, max_length)
     result = evaluate_sts(model, data_file, resolve_device(device), batch_size, max_length)
     typer.echo(json.dumps({"model": str(model), "data": str(data_file), **result}, indent=2))
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from merginguriel_core.plugins import get_registry
+from merginguriel_core.plugins import Registry, get_registry
 
 
 def _describe(obj: Any) -> dict[str, Any]:
@@ -22,6 +22,16 @@ def _describe(obj: Any) -> dict[str, Any]:
     }
 
 
+def _others(registry: Registry, kind: str, name: str, plugin_name: str) -> list[str]:
+    """The other plugins that provide ``kind`` ``name`` too (it is then ambiguous and refused)."""
+    return [p for p in registry.ambiguous.get((kind, name), ()) if p != plugin_name]
+
+
+def _provided(registry: Registry, plugin_name: str, kind: str, name: str) -> str:
+    others = _others(registry, kind, name, plugin_name)
+    return f"{kind}: {name}" + (f" (AMBIGUOUS, also from {', '.join(others)}: refused)" if others else "")
+
+
 def plugins(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show descriptions and parameters.")] = False,
@@ -33,7 +43,9 @@ def plugins(
         for record in registry.records:
             row = record.as_dict()
             for item in row["provides"]:
-                item.update(_describe(registry.objects[item["kind"]][item["name"]]))
+                if item["kind"] in registry.objects:  # not a command
+                    item.update(_describe(registry.objects[item["kind"]][item["name"]]))
+                item["ambiguous_with"] = _others(registry, item["kind"], item["name"], record.name)
             rows.append(row)
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -43,10 +55,13 @@ def plugins(
         if record.broken:
             typer.echo(f"{record.name:<{width}}  {dist:<24}  BROKEN: {record.error}")
             continue
-        provides = ", ".join(f"{kind}: {name}" for kind, name in record.provides) or "(commands only)"
+        provides = ", ".join(_provided(registry, record.name, kind, name) for kind, name in record.provides)
+        provides = provides or "(commands only)"
         typer.echo(f"{record.name:<{width}}  {dist:<24}  {provides}")
         if verbose:
             for kind, name in record.provides:
+                if kind not in registry.objects:  # a command: its help is `mu NAME --help`
+                    continue
                 info = _describe(registry.objects[kind][name])
                 typer.echo(f"{'':<{width}}    {name}: {info['description']}")
                 if info["reference"]:

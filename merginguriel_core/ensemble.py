@@ -8,7 +8,7 @@ a comparison over many targets and methods runs each model on each split at most
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from merginguriel_core.data import Examples
 from merginguriel_core.errors import ConfigError
-from merginguriel_core.evaluation import Predictor, gold_ids, score
+from merginguriel_core.evaluation import Predictor, gold_ids, label_space_for, score
 from merginguriel_core.interfaces import Dataset, Evaluator, VotingMethod
 
 
@@ -32,6 +32,8 @@ class EnsembleResult:
     best_zero_shot: tuple[str, float] | None
     predictions: np.ndarray
     examples: Examples
+    #: The label names in id order: ``label_space[predictions[i]]`` is example i's predicted label.
+    label_space: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,11 +70,14 @@ def run_ensemble(
     """Combine ``sources`` (locale, weight) on ``target``'s split with ``method``.
 
     ``zero_shot_pool``: the models the best-overall-zero-shot baseline chooses among
-    (default: every model in ``models`` other than the target's own).
+    (default: every model in ``models`` other than the target's own). Labels are in
+    :func:`~merginguriel_core.evaluation.label_space_for`'s order over every model used.
     """
     if not sources:
         raise ConfigError(f"no source models for target {target}")
-    label_space = dataset.labels(location)
+    pool = [loc for loc in (zero_shot_pool if zero_shot_pool is not None else list(models)) if loc != target]
+    used = list(dict.fromkeys([loc for loc, _ in sources] + pool))
+    label_space = label_space_for(dataset, location, [models[loc] for loc in used])
     examples = dataset.load(location, target, split)
     gold = gold_ids(examples, label_space)
     logits = np.stack([predictor.logits(models[loc], examples, label_space) for loc, _ in sources])
@@ -86,7 +91,7 @@ def run_ensemble(
     metrics = score(predictions, gold, len(label_space), evaluators)
     own = source_accuracies(models, [loc for loc, _ in sources], examples, label_space, predictor)
     best_of_set = max(own.items(), key=lambda item: (item[1], -list(own).index(item[0])))
-    pool = [loc for loc in (zero_shot_pool if zero_shot_pool is not None else list(models)) if loc != target]
     overall = source_accuracies(models, pool, examples, label_space, predictor) if pool else {}
     best_overall = max(overall.items(), key=lambda item: (item[1], -pool.index(item[0]))) if overall else None
-    return EnsembleResult(target, method.name, sources, metrics, best_of_set, best_overall, predictions, examples)
+    return EnsembleResult(target, method.name, sources, metrics, best_of_set, best_overall, predictions, examples,
+                          label_space)

@@ -4,7 +4,9 @@ and the baselines derived from it.
 The logits cache is keyed by the model's files (names, sizes, modification times, config),
 the examples themselves (texts and labels), the label space and the token limit, so a
 changed model or dataset never reuses a stale entry. Entries are ``.npz`` files (no pickle)
-written to a temporary name and renamed.
+written to a temporary name in the same folder, fsync'd and renamed; an entry that cannot
+be read (truncated, corrupted, wrong shape or dtype) is named in a note, removed and
+recomputed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
@@ -21,8 +26,10 @@ import numpy as np
 import torch
 
 from merginguriel_core.data import Examples
-from merginguriel_core.errors import ConfigError, ModelError
+from merginguriel_core.errors import ConfigError, ModelError, OutputError
 from merginguriel_core.interfaces import Dataset, Evaluator
+from merginguriel_core.notes import note, note_once
+from merginguriel_core.outputs import atomic_file
 
 if TYPE_CHECKING:  # imported where used: pandas costs every `mu` call ~0.5 s
     import pandas as pd
@@ -63,6 +70,46 @@ def model_labels(model_dir: Path) -> list[str]:
     return [str(id2label[k]) for k in sorted(id2label, key=int)]
 
 
+def _preview(labels: list[str], shown: int = 8) -> str:
+    """``a, b, c`` or ``a, b, ... (60 in all)`` for one-line messages."""
+    if len(labels) <= shown:
+        return ", ".join(labels) or "none"
+    return f"{', '.join(labels[:shown])}, ... ({len(labels)} in all)"
+
+
+def label_space_for(dataset: Dataset, location: str | None, model_dirs: Iterable[Path]) -> list[str]:
+    """The label order in which ``model_dirs`` are evaluated on ``dataset`` at ``location``.
+
+    A dataset with a fixed label order (``fixed_label_order``, the default) gives that order,
+    and each model must predict exactly it (:func:`check_label_space`). A dataset whose labels
+    are only a set read from the data (a local table, whose ``labels`` are sorted) is evaluated
+    in the models' own ``id2label`` order instead: the models must all share it, and every
+    label of the data must be one of theirs; otherwise a one-line :class:`ConfigError` names
+    both orders (or both label sets).
+    """
+    data_labels = dataset.labels(location)
+    dirs = list(model_dirs)
+    if getattr(dataset, "fixed_label_order", True) or not dirs:
+        return data_labels
+    first, order = dirs[0], model_labels(dirs[0])
+    for other in dirs[1:]:
+        labels = model_labels(other)
+        if labels != order:
+            raise ConfigError(
+                f"models {first} ({_preview(order)}) and {other} ({_preview(labels)}) have different labels or "
+                f"label orders; dataset {dataset.name!r} takes its label order from the models, so they must share "
+                f"id2label"
+            )
+    known = set(order)
+    missing = [label for label in data_labels if label not in known]
+    if missing:
+        raise ConfigError(
+            f"the data {location} has labels {_preview(data_labels)} but model {first} has {_preview(order)}; "
+            f"not the model's: {_preview(missing, 5)}"
+        )
+    return order
+
+
 def check_label_space(model_dir: Path, label_space: list[str]) -> None:
     """The model must predict exactly the dataset's labels, in the same id order."""
     labels = model_labels(model_dir)
@@ -72,6 +119,38 @@ def check_label_space(model_dir: Path, label_space: list[str]) -> None:
             f"model {model_dir} has labels {len(labels)} ({', '.join(labels[:4])}...) but the dataset has "
             f"{len(label_space)} ({', '.join(label_space[:4])}...); they first differ at id {differ}"
         )
+
+
+def check_batching(batch_size: int, max_length: int) -> None:
+    """Reject a ``--batch-size`` below 1 or a ``--max-length`` below 2 (the two special tokens),
+    before any model loads; shared by every command that runs a model."""
+    for option, value, least in (("--batch-size", batch_size, 1), ("--max-length", max_length, 2)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{option} must be a whole number, got {value!r}")
+        if value < least:
+            raise ConfigError(f"{option} must be at least {least}, got {value}")
+
+
+#: What reading a damaged cache entry can raise (truncated or garbage zip, bad member, I/O).
+CACHE_READ_ERRORS = (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, OSError, ValueError, KeyError, EOFError)
+
+
+def _read_logits(path: Path) -> np.ndarray:
+    """The ``logits`` array of one cache entry (raises one of :data:`CACHE_READ_ERRORS`)."""
+    loaded = np.load(path, allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError("not an .npz archive")
+    with loaded:
+        return loaded["logits"]
+
+
+def _logits_problem(logits: np.ndarray, shape: tuple[int, ...] | None) -> str | None:
+    """Why ``logits`` read from the cache cannot be used (wrong dtype or shape), or ``None``."""
+    if logits.dtype != np.float32:
+        return f"dtype {logits.dtype}, expected float32"
+    if logits.ndim != 2 or (shape is not None and logits.shape != tuple(shape)):
+        return f"shape {logits.shape}, expected {tuple(shape) if shape is not None else '(examples, labels)'}"
+    return None
 
 
 class LogitsCache:
@@ -84,19 +163,52 @@ class LogitsCache:
         raw = json.dumps([model_fingerprint(model_dir), examples_fingerprint(examples), label_space, max_length])
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
-    def get(self, key: str) -> np.ndarray | None:
-        if self.root is None or not (self.root / f"{key}.npz").is_file():
+    def path(self, key: str) -> Path:
+        """The entry's file (only meaningful with a root)."""
+        return Path(self.root) / f"{key}.npz"
+
+    def get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+        """The cached logits, or ``None`` when absent.
+
+        An entry that cannot be read, or is not float32 of ``shape`` (examples, labels), is
+        named in a note and removed, and ``None`` is returned so the caller recomputes it.
+        """
+        if self.root is None:
             return None
-        with np.load(self.root / f"{key}.npz", allow_pickle=False) as data:
-            return data["logits"]
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            logits = _read_logits(path)
+            problem = _logits_problem(logits, shape)
+        except CACHE_READ_ERRORS as exc:
+            problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+        if problem is None:
+            return logits
+        note(f"logits cache file {path} is unreadable ({problem}); removed it, recomputing")
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # the put that follows replaces it
+        return None
 
     def put(self, key: str, logits: np.ndarray) -> None:
+        """Store ``logits`` atomically: a temporary file in the same folder, fsync'd, then renamed.
+
+        A cache that cannot be written (read-only folder, full disk) is said in a note, once
+        per folder; the logits are still returned to the caller, only not cached.
+        """
         if self.root is None:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.tmp-{os.getpid()}.npz"
-        np.savez(tmp, logits=logits.astype(np.float32))
-        os.replace(tmp, self.root / f"{key}.npz")
+        final = self.path(key)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(final, "wb") as handle:
+                np.savez(handle, logits=np.asarray(logits, dtype=np.float32))
+        except (OSError, OutputError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            note_once(f"cannot write the logits cache in {final.parent} ({reason}); logits are computed but not cached",
+                      key=f"logits cache {final.parent}")
 
 
 @dataclass
@@ -112,11 +224,14 @@ class Predictor:
     cache_hits: int = 0
     _loaded: tuple[Path, Any, Any] | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        check_batching(self.batch_size, self.max_length)
+
     def logits(self, model_dir: Path, examples: Examples, label_space: list[str]) -> np.ndarray:
         check_label_space(model_dir, label_space)
         key = self.cache.key(model_dir, examples, label_space, self.max_length)
-        cached = self.cache.get(key)
-        if cached is not None and cached.shape == (len(examples), len(label_space)):
+        cached = self.cache.get(key, (len(examples), len(label_space)))
+        if cached is not None:
             self.cache_hits += 1
             return cached
         from merginguriel_core.training import predict_logits
@@ -165,10 +280,10 @@ class NxN:
 
 def nxn_matrix(models: Mapping[str, Path], targets: list[str], dataset: Dataset, location: str | None, split: str,
                evaluators: list[Evaluator], predictor: Predictor) -> NxN:
-    """Evaluate every source model on every target's split."""
+    """Evaluate every source model on every target's split (labels in :func:`label_space_for`'s order)."""
     import pandas as pd
 
-    label_space = dataset.labels(location)
+    label_space = label_space_for(dataset, location, models.values())
     data = {target: dataset.load(location, target, split) for target in targets}
     gold = {target: gold_ids(examples, label_space) for target, examples in data.items()}
     values: dict[str, dict[str, dict[str, float]]] = {}

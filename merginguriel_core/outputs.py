@@ -211,22 +211,23 @@ def _appeared(path: Path, kept: Path, what: str) -> OutputError:
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "w", *, replace: bool = True, encoding: str | None = "utf-8") -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; on success fsync it and rename it to
-    ``path``. With ``replace=False`` a file that exists at that moment is kept and the new one
-    is left under a name the :class:`OutputError` gives. On failure nothing is left behind.
-    The file gets the usual permissions (the user's umask), not a private temporary's.
+def staged_file(path: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for a writer that takes a file name (e.g.
+    ``safetensors.save_file``); on success fsync it and rename it to ``path``. With
+    ``replace=False`` a file that exists at that moment is kept and the new one is left under
+    a name the :class:`OutputError` gives. On failure nothing is left behind.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise ConfigError(f"the folder {path.parent} for {path.name} does not exist")
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    binary = "b" in mode
     try:
-        with open(temporary, mode, **({} if binary else {"encoding": encoding, "newline": ""})) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield temporary
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
         if replace:
             os.replace(temporary, path)
         else:
@@ -244,6 +245,16 @@ def atomic_file(path: Path, mode: str = "w", *, replace: bool = True, encoding: 
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "w", *, replace: bool = True, encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a file for writing that appears at ``path`` only when complete and on disk
+    (:func:`staged_file`). It gets the usual permissions (the user's umask)."""
+    with staged_file(path, replace=replace) as temporary:
+        binary = "b" in mode
+        with open(temporary, mode, **({} if binary else {"encoding": encoding, "newline": ""})) as handle:
+            yield handle
 
 
 def write_text_atomically(path: Path, text: str, *, replace: bool = True) -> None:

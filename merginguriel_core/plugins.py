@@ -2,8 +2,11 @@
 
 Built-in plugins (this distribution's own) load first, then third-party ones sorted by
 distribution and name, so conflicts resolve the same way every time. A plugin that fails
-to import, raises while registering, or provides a name another plugin already provides
-is recorded as broken with its error; everything else keeps working.
+to import, raises (or calls ``sys.exit``) while registering, registers an object of the
+wrong type or without a name, or provides a name another plugin already provides is
+recorded as broken with its error; everything else keeps working. A name two plugins
+provide is *ambiguous*: :meth:`Registry.get` refuses it, naming both, rather than silently
+using the first.
 
 ``MERGINGURIEL_PLUGINS=a,b`` narrows loading to the named entry points (built-ins that are
 not named are skipped too, so a test can load exactly what it needs).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import types
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -20,6 +24,7 @@ import pluggy
 
 from merginguriel_core import hookspecs
 from merginguriel_core.errors import ConfigError, PluginError
+from merginguriel_core.notes import note_once
 
 #: kind -> hook name. A kind is what ``mu plugins`` prints before the provided names.
 KINDS: dict[str, str] = {
@@ -36,6 +41,14 @@ KIND_OPTIONS = {
     "voting_method": "--voting-method",
     "evaluator": "--evaluators",
     "dataset": "--dataset",
+}
+#: kind -> the name of the class in :mod:`merginguriel_core.interfaces` its objects must be.
+KIND_CLASSES = {
+    "weighting": "Weighting",
+    "strategy": "MergeStrategy",
+    "voting_method": "VotingMethod",
+    "evaluator": "Evaluator",
+    "dataset": "Dataset",
 }
 BUILTIN_DISTRIBUTION = "merginguriel"
 
@@ -77,13 +90,33 @@ class Registry:
     records: list[PluginRecord]
     objects: dict[str, dict[str, Any]]
     owners: dict[tuple[str, str], str]
+    #: (kind, name) -> every plugin that provides it, in load order, when more than one does.
+    ambiguous: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def names(self, kind: str) -> list[str]:
-        """Names provided for ``kind``, sorted."""
-        return sorted(self.objects[kind])
+        """Names usable for ``kind``, sorted. An ambiguous name (several plugins provide it) is
+        left out, so listing every strategy or evaluator keeps working; a note says so once."""
+        for (of_kind, name), providers in self.ambiguous.items():
+            if of_kind == kind:
+                note_once(f"{kind} {name!r} is provided by {' and by '.join(_describe(self, p) for p in providers)}; "
+                          f"it cannot be used until all but one are uninstalled or left out of MERGINGURIEL_PLUGINS",
+                          key=f"ambiguous {kind} {name} {providers}")
+        return sorted(name for name in self.objects[kind] if (kind, name) not in self.ambiguous)
 
     def get(self, kind: str, name: str) -> Any:
-        """The object registered as ``name`` for ``kind``, or a one-line error listing what exists."""
+        """The object registered as ``name`` for ``kind``, or a one-line error listing what exists.
+
+        A name that several plugins provide is refused (:class:`PluginError` naming them all
+        and how to resolve it) rather than silently resolved to the first.
+        """
+        providers = self.ambiguous.get((kind, name))
+        if providers:
+            raise PluginError(
+                f"{KIND_OPTIONS[kind]} {name!r} is ambiguous: {kind} {name!r} is provided by "
+                f"{' and by '.join(_describe(self, p) for p in providers)}; uninstall all but one of them, or set "
+                f"MERGINGURIEL_PLUGINS to the comma-separated plugins to load, leaving out all but one of "
+                f"{', '.join(map(repr, providers))}"
+            )
         found = self.objects[kind].get(name)
         if found is not None:
             return found
@@ -167,9 +200,16 @@ def _load_one(registry: Registry, candidate: _Candidate) -> None:
         return
     try:
         plugin = candidate.load()
+    except BaseException as exc:  # a broken plugin must not break the others, not even by sys.exit
+        _reraise_interrupt(exc)
+        record.error = _failure(exc, "importing")
+        return
+    try:
         registry.manager.register(plugin, name=candidate.name)
-    except Exception as exc:  # a broken plugin must not break the others
-        record.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except BaseException as exc:
+        _reraise_interrupt(exc)
+        _unregister(registry, candidate.name)  # pluggy may have added some of its hooks already
+        record.error = _failure(exc, "registering its hooks")
         return
     unknown = sorted(
         name for name in dir(registry.manager.hook)
@@ -185,21 +225,51 @@ def _load_one(registry: Registry, candidate: _Candidate) -> None:
     record.hooks = sorted(
         hook.name for hook in registry.manager.get_hookcallers(plugin) or () if hook.name.startswith("register_")
     )
-    provided: list[tuple[str, str, Any]] = []
+    provided: list[tuple[str, Any]] = []
+    phase = "registering"
     try:
         for kind, hook_name in KINDS.items():
+            phase = f"calling {hook_name}"
             for impl in getattr(registry.manager.hook, hook_name).get_hookimpls():
                 if impl.plugin_name == candidate.name:
-                    impl.function(register=lambda obj, kind=kind: provided.append((kind, obj.name, obj)))
-        _check_conflicts(registry, candidate, provided)
-    except Exception as exc:
-        registry.manager.unregister(name=candidate.name)
-        record.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PluginError) else str(exc)
+                    impl.function(register=lambda obj, kind=kind: provided.append((kind, obj)))
+        phase = "checking what it registered"
+        named = _check_provided(candidate.name, provided)
+        _check_conflicts(registry, candidate, named)
+    except BaseException as exc:
+        _reraise_interrupt(exc)
+        _unregister(registry, candidate.name)
+        record.error = _failure(exc, phase)
         return
-    for kind, name, obj in provided:
+    for kind, name, obj in named:
         registry.objects[kind][name] = obj
         registry.owners[(kind, name)] = candidate.name
         record.provides.append((kind, name))
+
+
+def _reraise_interrupt(exc: BaseException) -> None:
+    """Ctrl-C stops loading; every other exception (``SystemExit`` included) only breaks its plugin."""
+    if isinstance(exc, KeyboardInterrupt):
+        raise exc
+
+
+def _failure(exc: BaseException, phase: str) -> str:
+    """The one-line error recorded for a plugin that raised ``exc`` while ``phase``.
+
+    ``RuntimeError: boom`` for an ordinary exception (a :class:`PluginError` is its message
+    alone); ``SystemExit(3) while importing`` for the rest (``sys.exit``, ``GeneratorExit``).
+    """
+    if isinstance(exc, PluginError):
+        return str(exc)
+    if isinstance(exc, Exception):
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip()
+    return f"{exc!r} while {phase}"
+
+
+def _unregister(registry: Registry, plugin_name: str) -> None:
+    """Remove ``plugin_name``'s hooks from the manager, if any were added."""
+    if registry.manager.has_plugin(plugin_name):
+        registry.manager.unregister(name=plugin_name)
 
 
 def _describe(registry: Registry, plugin_name: str) -> str:
@@ -208,27 +278,74 @@ def _describe(registry: Registry, plugin_name: str) -> str:
     return f"plugin {plugin_name!r} ({dist})"
 
 
+def _object_name(obj: Any) -> str:
+    """How an error names a registered object: ``class pkg.mod.Halve``, ``pkg.mod.Halve object 'halve'``."""
+    if isinstance(obj, type):
+        return f"class {obj.__module__}.{obj.__qualname__}"
+    if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return f"function {getattr(obj, '__module__', None) or '?'}.{obj.__qualname__}"
+    name = getattr(obj, "name", None)
+    named = f" {name!r}" if isinstance(name, str) and name else ""
+    return f"{type(obj).__module__}.{type(obj).__qualname__} object{named}"
+
+
+def _check_provided(plugin_name: str, provided: list[tuple[str, Any]]) -> list[tuple[str, str, Any]]:
+    """``(kind, name, object)`` for each registered object, after checking it is an instance of
+    its kind's class in :mod:`merginguriel_core.interfaces` with a non-empty string ``name``."""
+    from merginguriel_core import interfaces  # imported here: torch is heavy, and only plugins need it
+
+    checked = []
+    for kind, obj in provided:
+        expected = getattr(interfaces, KIND_CLASSES[kind])
+        if not isinstance(obj, expected):
+            is_subclass = isinstance(obj, type) and issubclass(obj, expected)
+            hint = f"; register an instance, {obj.__qualname__}()" if is_subclass else ""
+            raise PluginError(
+                f"plugin {plugin_name!r} registered {_object_name(obj)} as a {kind}, but a {kind} must be an "
+                f"instance of merginguriel_core.interfaces.{expected.__name__}{hint}"
+            )
+        name = getattr(obj, "name", None)
+        if not isinstance(name, str) or not name.strip():
+            raise PluginError(
+                f"plugin {plugin_name!r} registered a {kind} ({_object_name(obj)}) without a name; "
+                f"its `name` must be a non-empty string, got {name!r}"
+            )
+        checked.append((kind, name, obj))
+    return checked
+
+
 def _check_conflicts(registry: Registry, candidate: _Candidate, provided: list[tuple[str, str, Any]]) -> None:
+    """Refuse a plugin that registers a name twice, or a name another plugin already provides.
+
+    In the second case every clashing name becomes *ambiguous* (:attr:`Registry.ambiguous`):
+    the first plugin keeps it listed, but :meth:`Registry.get` refuses it, naming both.
+    """
     seen: set[tuple[str, str]] = set()
     for kind, name, _ in provided:
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {candidate.name!r} registered a {kind} without a name")
-        owner = registry.owners.get((kind, name))
-        if owner is not None:
-            raise PluginError(
-                f"{kind} {name!r} from {_describe(registry, candidate.name)} conflicts with "
-                f"{kind} {name!r} from {_describe(registry, owner)}; the second was refused"
-            )
         if (kind, name) in seen:
             raise PluginError(f"plugin {candidate.name!r} registers {kind} {name!r} twice")
         seen.add((kind, name))
+    owners = registry.owners
+    clashes = [(kind, name, owners[(kind, name)]) for kind, name, _ in provided if (kind, name) in owners]
+    if not clashes:
+        return
+    for kind, name, owner in clashes:
+        registry.ambiguous.setdefault((kind, name), [owner]).append(candidate.name)
+    kind, name, owner = clashes[0]
+    more = f" (and {len(clashes) - 1} more names)" if len(clashes) > 1 else ""
+    raise PluginError(
+        f"{kind} {name!r} from {_describe(registry, candidate.name)} conflicts with {kind} {name!r} from "
+        f"{_describe(registry, owner)}{more}; the second was refused, and {KIND_OPTIONS[kind]} {name!r} is refused "
+        f"as ambiguous until one is uninstalled or left out of MERGINGURIEL_PLUGINS"
+    )
 
 
 def add_plugin_commands(registry: Registry, app: Any) -> None:
     """Call each plugin's ``register_commands`` on its own, after the built-in commands.
 
-    A plugin that raises, or adds a command whose name is already taken, is marked broken
-    and its commands are removed; the other plugins and the built-ins keep working.
+    A plugin that raises (or calls ``sys.exit``), or adds a command whose name is already
+    taken, is marked broken and its commands are removed; the other plugins and the
+    built-ins keep working.
     """
     for impl in registry.manager.hook.register_commands.get_hookimpls():
         record = registry.record(impl.plugin_name)
@@ -241,9 +358,10 @@ def add_plugin_commands(registry: Registry, app: Any) -> None:
             if clash:
                 raise PluginError(f"command {clash[0]!r} is already provided; the plugin's commands were refused")
             record.provides += [("command", _command_name(c)) for c in added]
-        except Exception as exc:
+        except BaseException as exc:
+            _reraise_interrupt(exc)
             app.registered_commands[:], app.registered_groups[:] = before
-            record.error = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+            record.error = _failure(exc, "calling register_commands")
 
 
 def _command_name(command: Any) -> str:

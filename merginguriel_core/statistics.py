@@ -21,7 +21,10 @@ import torch
 from safetensors.torch import save_file
 
 from merginguriel_core.data import Examples, read_table
-from merginguriel_core.errors import ConfigError, ModelError
+from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
+from merginguriel_core.io.reader import read_header
+from merginguriel_core.notes import note
+from merginguriel_core.outputs import staged_file
 
 
 def default_stats_dir() -> Path:
@@ -84,15 +87,16 @@ def cached_statistics(
     stats_dir.mkdir(parents=True, exist_ok=True)
     path = stats_dir / f"{kind}-{locale}-{statistics_key(kind, model_dir, examples, settings)}.safetensors"
     if path.is_file():
-        return path, True
+        try:
+            read_header(path)  # a truncated or damaged file is recomputed, not used
+            return path, True
+        except TensorFileError as exc:
+            note(f"statistics file {path} is unreadable ({exc}); removed it, recomputing")
+            path.unlink(missing_ok=True)
     tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in compute().items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with staged_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={"kind": kind, "model": str(model_dir), "examples": str(len(examples)),
                                                "data": examples.source})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path, False
 
 

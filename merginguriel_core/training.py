@@ -45,10 +45,9 @@ class TrainingConfig:
             raise ConfigError(f"--epochs must be positive, got {self.epochs}")
         if self.learning_rate <= 0:
             raise ConfigError(f"--learning-rate must be positive, got {self.learning_rate}")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_length < 2:
-            raise ConfigError(f"--max-length must be at least 2, got {self.max_length}")
+        from merginguriel_core.evaluation import check_batching
+
+        check_batching(self.batch_size, self.max_length)
         if self.max_train_examples is not None and self.max_train_examples < 1:
             raise ConfigError(f"--max-train-examples must be at least 1, got {self.max_train_examples}")
 

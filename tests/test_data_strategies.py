@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from merginguriel_core.plugins import get_registry
 from conftest import run_cli
 
 PATTERN = "xlm-roberta-base_massive_k_{locale}"
@@ -35,8 +36,7 @@ def data_file(tmp_path) -> Path:
 
 def _merge(runner, zoo_dir, out, strategy, data_file, stats_dir, *extra):
     return run_cli(runner, "merge", "--weighting", "manual", "--weights", "de-DE=0.5,nl-NL=0.3,sv-SE=0.2",
-                   "--models", zoo_dir, "--base-model", zoo_dir / "base", "--strategy", strategy,
-                   "--data-file", data_file, "--stats-dir", stats_dir, "--output", out, "--no-progress", *extra)
+                   "--models", zoo_dir, "--strategy", strategy, "--data-file", data_file, "--stats-dir", stats_dir, "--output", out, "--no-progress", *extra)
 
 
 def _independent_fisher(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -151,7 +151,7 @@ def test_bad_data_options(runner, zoo_dir, data_file, tmp_path, extra, message):
 def test_fisher_on_each_models_own_sib200_training_data(runner, zoo_dir, tmp_path):
     out = tmp_path / "sib"
     result = run_cli(runner, "merge", "--target-lang", "de-DE", "--num-languages", "2", "--models", zoo_dir,
-                     "--base-model", zoo_dir / "base", "--strategy", "fisher", "--data-dir", SIB200,
+                     "--strategy", "fisher", "--data-dir", SIB200,
                      "--fisher-examples", "4", "--stats-dir", tmp_path / "stats", "--output", out, "--no-progress")
     assert result.exit_code == 0, result.output
     details = json.loads((out / "merge_details.json").read_text())
@@ -167,10 +167,14 @@ def test_every_strategy_from_the_cli_gives_a_working_classifier(runner, zoo_dir,
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     out = tmp_path / strategy
+    # Each strategy gets the options it reads (`mu merge` refuses the others).
+    read = get_registry().get("strategy", strategy).options_read()
+    offered = {"base_model": ("--base-model", zoo_dir / "base"), "data_file": ("--data-file", data_file),
+               "fisher_examples": ("--fisher-examples", "4"), "regmean_examples": ("--regmean-examples", "4"),
+               "stats_dir": ("--stats-dir", tmp_path / "stats")}
+    extra = [part for name, option in offered.items() if name in read for part in option]
     result = run_cli(runner, "merge", "--target-lang", "de-DE", "--weighting", "uriel", "--strategy", strategy,
-                     "--models", zoo_dir, "--base-model", zoo_dir / "base", "--data-file", data_file,
-                     "--fisher-examples", "4", "--regmean-examples", "4", "--stats-dir", tmp_path / "stats",
-                     "--output", out, "--no-progress")
+                     "--models", zoo_dir, *extra, "--output", out, "--no-progress")
     assert result.exit_code == 0, result.output
     model = AutoModelForSequenceClassification.from_pretrained(out)
     logits = model(**AutoTokenizer.from_pretrained(out)(["the team won the match"], return_tensors="pt")).logits

@@ -4,6 +4,7 @@ path-like model patterns (issue 11)."""
 from __future__ import annotations
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import run_cli
@@ -145,3 +146,27 @@ def test_path_like_model_patterns_are_refused_everywhere(runner, zoo_dir, sib_di
     for command in commands:
         assert f"--model-pattern {pattern!r}" in _error(run_cli(runner, *command))
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b"]
+
+
+def test_a_damaged_statistics_file_is_recomputed(runner, zoo_dir, tmp_path):
+    data = tmp_path / "data.tsv"
+    data.write_text("text\tcategory\n" + "".join(f"the match {i}\tsports\nthe film {i}\tentertainment\n" for i in range(4)))
+    stats = tmp_path / "stats"
+
+    def merge(out):
+        return run_cli(runner, "merge", "--models", zoo_dir, "--weighting", "manual", "--weights", "de-DE=1,nl-NL=1",
+                       "--strategy", "fisher", "--data-file", data, "--fisher-examples", "4", "--stats-dir", stats,
+                       "--output", out, "--no-progress")
+
+    assert merge(tmp_path / "first").exit_code == 0
+    files = sorted(stats.glob("fisher-*.safetensors"))
+    assert len(files) == 2
+    files[0].write_bytes(files[0].read_bytes()[:100])  # truncated, as a killed copy or full disk leaves it
+    result = merge(tmp_path / "second")
+    assert result.exit_code == 0, result.output
+    assert f"Note: statistics file {files[0]} is unreadable (" in result.output and "recomputing" in result.output
+    first, second = load_file(tmp_path / "first" / "model.safetensors"), load_file(tmp_path / "second" / "model.safetensors")
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    from merginguriel_core.io import read_header
+
+    assert len(read_header(files[0])[1]) == len(read_header(files[1])[1])  # whole again

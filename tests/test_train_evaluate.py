@@ -172,7 +172,7 @@ def test_evaluate_rejects_a_different_label_space(runner, zoo_dir, sib_dir, tmp_
     csv.write_text("text,label,locale,split\nthe match,sports,de-DE,test\nthe film,cinema,de-DE,test\n")
     result = run_cli(runner, "evaluate", "--model", zoo_dir / PATTERN.format(locale="de-DE"), "--dataset", "table",
                      "--data-file", csv, "--locale", "de-DE")
-    assert result.exit_code != 0 and "they first differ at id 0" in result.output
+    assert result.exit_code != 0 and "not the model's: cinema" in result.output
 
 
 def test_evaluate_encoder_spearman(runner, zoo_dir, tmp_path):
