@@ -60,10 +60,7 @@ def nxn(
     inputs = [models, registry, location, *(ref.location for ref in refs.values())]
     check_results_folder(output, RESULTS, overwrite, inputs)
     targets = [resolve_language(code).locale for code in opt.split_list(target_langs)] or list(refs)
-    available = set(data.locales(location))
-    missing = [t for t in targets if available and t not in available]
-    if missing:
-        raise ConfigError(f"dataset {dataset} has no {', '.join(missing)}; it has {', '.join(sorted(available))}")
+    opt.check_locales(data, location, targets, split)
     folders = {locale: resolve_location(ref.location) for locale, ref in refs.items()}
     predictor = Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
                           batch_size, max_length, progress)

@@ -80,6 +80,17 @@ BatchSize = Annotated[int, typer.Option("--batch-size", help="Examples per batch
 MaxLength = Annotated[int, typer.Option("--max-length", help="Token limit per example.")]
 
 
+def check_locales(data, location: Optional[str], locales: list[str], split: str) -> None:
+    """Every locale in ``locales`` must be in the dataset; for one that is not listed, the
+    dataset's own loader explains (e.g. two folders for one language, and which to name)."""
+    from merginguriel_core.errors import ConfigError
+
+    available = set(data.locales(location))
+    for locale in [code for code in locales if available and code not in available]:
+        data.load(location, locale, split)  # raises its own error naming what it has
+        raise ConfigError(f"dataset {data.name} has no {locale}; it has {', '.join(sorted(available))}")
+
+
 def data_location(data_dir: Optional[Path], data_file: Optional[Path]) -> Optional[str]:
     """The dataset location from --data-dir / --data-file (at most one), or None for the hub."""
     from merginguriel_core.errors import ConfigError

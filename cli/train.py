@@ -61,10 +61,7 @@ def train(
         check_output_path(output_dir, [Path(base_model), location], "--output-dir")
         codes = [resolve_language(code).locale for code in batch]
         jobs = [(code, output_dir / model_pattern.format(locale=code)) for code in codes]
-    available = set(data.locales(location))
-    missing = [code for code, _ in jobs if available and code not in available]
-    if missing:
-        raise ConfigError(f"dataset {dataset} has no {', '.join(missing)}; it has {', '.join(sorted(available))}")
+    opt.check_locales(data, location, [code for code, _ in jobs], "train")
     inputs = [Path(base_model), location]
     for code, folder in jobs:  # every job is checked before the first one trains
         check_output_path(folder, inputs, "--output" if locale is not None else "--output-dir")

@@ -1,21 +1,30 @@
 """Built-in datasets: SIB-200 topics, MASSIVE intents, and any local CSV/TSV/JSONL table.
 
 Each reads a local copy when ``--data-dir``/``--data-file`` is given and the Hugging Face
-hub otherwise (``Davlan/sib200``, ``AmazonScience/massive``). Labels have one fixed order per
-dataset, so models fine-tuned on different languages share their ``id2label``.
+hub otherwise (``Davlan/sib200``, ``AmazonScience/massive``). SIB-200 and MASSIVE have one
+fixed label order, so models fine-tuned on different languages share their ``id2label``; a
+local table's labels are only a set (sorted for training), and a model is evaluated on it in
+its own ``id2label`` order.
+
+A local folder is scanned by name: a folder (or MASSIVE file) whose name is not a language
+code is skipped with a note, never an error, and each language's folder is found by its
+canonical locale, whatever code names the folder (``swa_Latn`` serves sw-KE). Two folders for
+one locale are an error only when that locale is asked for.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
 from merginguriel_core import hookimpl
-from merginguriel_core.data import Examples, read_table
-from merginguriel_core.errors import ConfigError
+from merginguriel_core.data import Examples, Table, read_labelled, read_table
+from merginguriel_core.errors import ConfigError, LanguageError
 from merginguriel_core.interfaces import Dataset
-from merginguriel_core.languages import MASSIVE_LOCALES, resolve_language
+from merginguriel_core.languages import MASSIVE_LOCALES, Language, resolve_language
+from merginguriel_core.notes import note_once
 
 SPLITS = ("train", "dev", "test")
 SIB200_LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")
@@ -74,39 +83,86 @@ class Sib200(Dataset):
     def locales(self, location: str | None) -> list[str]:
         if location is None:
             return list(MASSIVE_LOCALES)
-        root = _folder(location)
-        found = []
-        for child in sorted(root.iterdir()):
-            if child.is_dir() and (child / "test.tsv").is_file():
-                try:
-                    found.append(resolve_language(child.name).locale)
-                except ConfigError:
-                    continue
-        return found
+        return sorted(_language_folders(_folder(location)))
 
     def load(self, location: str | None, locale: str, split: str) -> Examples:
         _check_split(split)
         language = resolve_language(locale)
-        flores = language.flores
         if location is None:
+            flores = language.flores
             if flores is None:
-                raise ConfigError(f"{language.locale} has no FLORES-200 code; name it as e.g. yor_Latn")
+                raise ConfigError(f"{language.locale} has no FLORES-200 code; name it by one, e.g. yor_Latn")
             rows = _hub_split(self.hub_id, flores, split)
             return _non_empty(Examples(list(rows["text"]), list(rows["category"]), f"{self.hub_id}/{flores}/{split}"),
                               f"{self.hub_id} {flores} {split}")
         root = _folder(location)
-        folder = root / flores if flores else None
-        if folder is None or not folder.is_dir():
-            candidates = sorted(root.glob(f"{language.iso639_3}_*"))
-            folder = candidates[0] if len(candidates) == 1 else None
-        if folder is None:
-            raise ConfigError(
-                f"--data-dir {root} has no data for {language.locale}; it has {', '.join(self.locales(location)) or 'none'}"
-            )
-        path = folder / f"{split}.tsv"
+        path = _sib_folder(root, language, locale) / f"{split}.tsv"
         if not path.is_file():
             raise ConfigError(f"{path} does not exist; splits are {', '.join(SPLITS)}")
         return _non_empty(read_table(path), str(path))
+
+
+def _is_language_folder(child: Path) -> bool:
+    """A folder holding at least one split file (not a hidden one such as ``.git``)."""
+    return child.is_dir() and not child.name.startswith(".") and any((child / f"{s}.tsv").is_file() for s in SPLITS)
+
+
+def _language_folders(root: Path) -> dict[str, list[str]]:
+    """The SIB-200-style folders of ``root`` by canonical locale (names sorted).
+
+    A folder whose name is not a language code is skipped with a note (once), so one stray
+    folder never stops a command that does not ask for it.
+    """
+    found: dict[str, list[str]] = {}
+    for child in sorted(root.iterdir()):
+        if not _is_language_folder(child):
+            continue
+        try:
+            locale = resolve_language(child.name).locale
+        except LanguageError as exc:
+            note_once(f"skipped folder {child.name} of --data-dir {root}: not a language code ({exc})")
+            continue
+        found.setdefault(locale, []).append(child.name)
+    return found
+
+
+def _language_of(name: str) -> str | None:
+    """The canonical locale of a FLORES-style folder name's language part (``kas`` for
+    ``kas_Deva``, ``apc`` for ``ajp_Arab``), or ``None``."""
+    if len(name) != 8 or name[3] != "_":
+        return None
+    try:
+        return resolve_language(name[:3]).locale
+    except LanguageError:
+        return None
+
+
+def _sib_folder(root: Path, language: Language, code: str) -> Path:
+    """The folder of ``language`` in ``root``, found through the scan.
+
+    A bare ISO code without a FLORES code of its own (``kas``, ``apc``) also finds a folder
+    of its language in any script (``kas_Deva``), if there is exactly one.
+
+    Raises:
+        LanguageError: two folders fit and the code does not name one of them.
+        ConfigError: no folder fits.
+    """
+    folders = _language_folders(root)
+    names = folders.get(language.locale, [])
+    by_language = not names and language.flores is None
+    if by_language:
+        names = sorted(name for found in folders.values() for name in found if _language_of(name) == language.locale)
+    exact = [name for name in names if name.lower() == code.strip().lower()]
+    if len(names) == 1 or exact:
+        return root / (exact or names)[0]
+    if names:
+        hint = (f"name one by its FLORES-200 code ({' or '.join(names)})" if by_language
+                else "keep only one of them in --data-dir")
+        raise LanguageError(
+            f"--data-dir {root} has {len(names)} folders for {language.locale} ({language.name}): "
+            f"{', '.join(names)}; {hint}"
+        )
+    raise ConfigError(f"--data-dir {root} has no data for {language.locale}; it has {', '.join(sorted(folders)) or 'none'}")
 
 
 class Massive(Dataset):
@@ -120,7 +176,7 @@ class Massive(Dataset):
     def locales(self, location: str | None) -> list[str]:
         if location is None:
             return list(MASSIVE_LOCALES)
-        return sorted(resolve_language(p.stem).locale for p in _folder(location).glob("*.jsonl"))
+        return sorted(_massive_files(_folder(location)))
 
     def load(self, location: str | None, locale: str, split: str) -> Examples:
         _check_split(split)
@@ -132,10 +188,31 @@ class Massive(Dataset):
             names = rows.features["intent"].names
             return _non_empty(Examples(list(rows["utt"]), [names[i] for i in rows["intent"]],
                                        f"{self.hub_id}/{language.locale}/{split}"), f"{self.hub_id} {language.locale} {split}")
-        path = _folder(location) / f"{language.locale}.jsonl"
-        if not path.is_file():
-            raise ConfigError(f"{path} does not exist; --data-dir has {', '.join(self.locales(location)) or 'no locales'}")
+        root = _folder(location)
+        files = _massive_files(root)
+        paths = files.get(language.locale, [])
+        if len(paths) > 1:
+            raise LanguageError(f"--data-dir {root} has {len(paths)} files for {language.locale}: "
+                                f"{', '.join(p.name for p in paths)}; keep only one of them there")
+        if not paths:
+            raise ConfigError(f"{root / (language.locale + '.jsonl')} does not exist; --data-dir has "
+                              f"{', '.join(sorted(files)) or 'no locales'}")
+        path = paths[0]
         return _non_empty(_massive_split(str(path), split), f"{path} partition {split}")
+
+
+def _massive_files(root: Path) -> dict[str, list[Path]]:
+    """The ``*.jsonl`` files of ``root`` by canonical locale; a file whose name is not a
+    language code is skipped with a note (once)."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(root.glob("*.jsonl")):
+        try:
+            locale = resolve_language(path.stem).locale
+        except LanguageError as exc:
+            note_once(f"skipped file {path.name} of --data-dir {root}: not a language code ({exc})")
+            continue
+        found.setdefault(locale, []).append(path)
+    return found
 
 
 @lru_cache(maxsize=8)
@@ -161,35 +238,57 @@ def _massive_split(path: str, split: str) -> Examples:
 class LocalTable(Dataset):
     name = "table"
     description = "One local CSV/TSV/JSONL file (--data-file) with text and label columns, optional locale and split columns."
+    #: A table's labels are only the set its rows use: models are trained in sorted order and
+    #: evaluated in their own id2label order (a model trained on SIB-200 reads a CSV export).
+    fixed_label_order = False
 
     def labels(self, location: str | None) -> list[str]:
-        return sorted(set(self._rows(location).labels))
+        """The distinct labels, sorted: the id order of a model trained on this table."""
+        return sorted(set(self._table(location).examples.labels))
 
     def locales(self, location: str | None) -> list[str]:
-        locales = {resolve_language(code).locale for code in self._column(location, "locale") if code}
-        return sorted(locales)
+        table = self._table(location)
+        return sorted({locale for locale in _row_locales(table) or () if locale is not None})
 
     def load(self, location: str | None, locale: str, split: str) -> Examples:
         _check_split(split)
-        rows = self._rows(location)
-        locales, splits = self._column(location, "locale"), self._column(location, "split")
+        table = self._table(location)
+        rows = table.examples
+        locales, splits = _row_locales(table), table.columns.get("split")
         wanted = resolve_language(locale).locale
         keep = [
             i for i in range(len(rows))
-            if (not locales or resolve_language(locales[i]).locale == wanted) and (not splits or splits[i] == split)
+            if (locales is None or locales[i] == wanted) and (splits is None or splits[i].strip() == split)
         ]
         return _non_empty(Examples([rows.texts[i] for i in keep], [rows.labels[i] for i in keep], rows.source),
                           f"{location} rows for {wanted} {split}")
 
-    def _rows(self, location: str | None) -> Examples:
+    def _table(self, location: str | None) -> Table:
         if location is None or not Path(location).is_file():
             raise ConfigError("dataset 'table' needs --data-file FILE (.csv, .tsv or .jsonl)")
-        return read_table(location)
+        return read_labelled(location)
 
-    def _column(self, location: str | None, column: str) -> list[str]:
-        from merginguriel_core.data import read_column
 
-        return read_column(location, column)
+def _row_locales(table: Table) -> list[str | None] | None:
+    """Each row's canonical locale, or ``None`` for the whole table when it has no locale
+    column. A row whose locale cell is empty or not a language code gets ``None`` and is
+    left out, with one note per such value."""
+    cells = table.columns.get("locale")
+    if cells is None:
+        return None
+    source = table.examples.source
+    resolved: dict[str, str | None] = {}
+    for code, count in sorted(Counter(cells).items()):
+        if not code.strip():
+            note_once(f"skipped {count} row(s) of {source} with an empty locale cell")
+            resolved[code] = None
+            continue
+        try:
+            resolved[code] = resolve_language(code).locale
+        except LanguageError as exc:
+            note_once(f"skipped {count} row(s) of {source} whose locale {code!r} is not a language code ({exc})")
+            resolved[code] = None
+    return [resolved[code] for code in cells]
 
 
 def _folder(location: str) -> Path:

@@ -133,7 +133,7 @@ def test_train_freeze_embeddings_keeps_them(runner, zoo_dir, sib_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--locale", "fr-FR", "--output", "OUT"), "dataset sib200 has no fr-FR; it has af-ZA, de-DE, nl-NL, sw-KE"),
+    (("--locale", "fr-FR", "--output", "OUT"), "has no data for fr-FR; it has af-ZA, de-DE, nl-NL, sw-KE"),
     (("--locale", "de-DE"), "--locale needs --output FOLDER"),
     (("--locale", "de-DE", "--output", "OUT", "--epochs", "0"), "--epochs must be positive, got 0.0"),
     (("--locale", "de-DE", "--output", "OUT", "--dataset", "nope"), "unknown --dataset 'nope'; available: massive, sib200, table"),
