@@ -59,6 +59,9 @@ def plugins(
         provides = provides or "(commands only)"
         typer.echo(f"{record.name:<{width}}  {dist:<24}  {provides}")
         if verbose:
+            hooks = ", ".join(record.hooks) or "none"
+            pinned = "; always loaded (provides a default of `mu`)" if record.pinned else ""
+            typer.echo(f"{'':<{width}}    hooks: {hooks}{pinned}")
             for kind, name in record.provides:
                 if kind not in registry.objects:  # a command: its help is `mu NAME --help`
                     continue

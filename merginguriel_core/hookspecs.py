@@ -1,9 +1,11 @@
 """The hook specifications every MergingUriel plugin implements a subset of.
 
 Each ``register_*`` hook is called once per plugin when the plugin manager loads (see
-:mod:`merginguriel_core.plugins`). It receives a ``register`` callback and calls it once for
-every object it provides. The manager records which plugin registered what, and refuses a
-plugin that provides a name another plugin already provides, naming both.
+:mod:`merginguriel_core.plugins`), through pluggy's hook caller: one hook call per plugin,
+so ``MERGINGURIEL_TRACE_PLUGINS=1`` shows each. It receives a ``register`` callback and
+calls it once for every object it provides. The manager records which plugin registered
+what, and refuses a plugin that provides a name another plugin already provides, naming
+both.
 
 The objects registered are described in :mod:`merginguriel_core.interfaces`.
 A plugin is any module (or object) with functions named like these hooks and decorated with

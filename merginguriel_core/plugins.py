@@ -1,24 +1,61 @@
-"""The plugin manager: loads plugins from the ``merginguriel`` entry-point group.
+"""The plugin manager: loads plugins from the ``merginguriel`` entry-point group into a
+:class:`Registry`, the one object the CLI (or a Python caller) resolves names with.
 
-Built-in plugins (this distribution's own) load first, then third-party ones sorted by
-distribution and name, so conflicts resolve the same way every time. A plugin that fails
-to import, raises (or calls ``sys.exit``) while registering, registers an object of the
-wrong type or without a name, or provides a name another plugin already provides is
-recorded as broken with its error; everything else keeps working. A name two plugins
-provide is *ambiguous*: :meth:`Registry.get` refuses it, naming both, rather than silently
-using the first.
+Loading
+    Built-in plugins (this distribution's own) load first, then third-party ones sorted by
+    distribution and name, so conflicts resolve the same way every time, then any ``extra``
+    plugin objects the caller passes. A plugin that fails to import, raises (or calls
+    ``sys.exit``) while registering, registers an object of the wrong type or without a
+    name, or provides a name another plugin already provides is recorded as broken with its
+    error; everything else keeps working. A name two plugins provide is *ambiguous*:
+    :meth:`Registry.get` refuses it, naming both, rather than silently using the first.
 
-``MERGINGURIEL_PLUGINS=a,b`` narrows loading to the named entry points (built-ins that are
-not named are skipped too, so a test can load exactly what it needs).
+Hook calls
+    Every hook is called through pluggy's hook caller, never by hand. Each plugin is
+    registered in the registry's :attr:`Registry.manager` (every plugin that loaded) and in
+    a pluggy manager of its own (:meth:`Registry.hooks`), whose hook caller reaches that
+    plugin's implementations only: each ``register_*`` call (and ``register_commands``,
+    from :func:`add_plugin_commands`) is one real pluggy hook call per plugin, so what it
+    registers and any exception it raises belong to that plugin alone. (pluggy's
+    ``subset_hook_caller`` would need every plugin object to be hashable; a per-plugin
+    manager does not.)
+
+``MERGINGURIEL_TRACE_PLUGINS=1``
+    Prints every hook call to standard error through pluggy's ``add_hookcall_monitoring``:
+    the hook, the plugins whose implementations it calls, its arguments summarised, and what
+    it returned, raised or registered::
+
+        trace: register_strategies(register=<register strategy>) calls linear (merginguriel_plugins.linear)
+        trace: register_strategies from linear returned [], registered strategy 'linear'
+
+``MERGINGURIEL_PLUGINS=a,b`` (or ``only=`` of :meth:`Registry.load`)
+    Narrows which entry points load, by entry-point name. Third-party plugins not named are
+    left out. Built-in plugins not named are left out too, except those that provide
+    something the defaults of ``mu`` select (:data:`DEFAULT_NEEDS`: weighting ``uriel``,
+    strategy ``linear``, dataset ``sib200``, voting method ``uriel_logits``, every
+    evaluator): those always load, whatever their entry-point name. A built-in is judged by
+    what it registers, so it is imported and registered before being left out; one that is
+    broken stays listed, since it may be one the defaults need. ``extra`` plugins always
+    load. A name that matches no entry point is noted.
+
+The registry
+    :meth:`Registry.load` builds one explicitly (reading no environment variable but the
+    tracing switch); :func:`load_plugins` is what ``mu`` loads (``only`` from
+    ``MERGINGURIEL_PLUGINS``). :func:`get_registry` is the process's registry for the CLI:
+    the one installed with :func:`set_registry` or :func:`use_registry`, else
+    :func:`load_plugins` once. Core code never calls it: the caller resolves names to
+    objects and passes them in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
+import sys
 import types
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, TextIO
 
 import pluggy
 
@@ -51,6 +88,24 @@ KIND_CLASSES = {
     "dataset": "Dataset",
 }
 BUILTIN_DISTRIBUTION = "merginguriel"
+#: What the defaults of ``mu`` select, as ``(kind, name)``; ``(kind, "*")`` is every object of
+#: the kind (``--evaluators`` defaults to all). A built-in plugin that provides one of these
+#: always loads, whatever ``MERGINGURIEL_PLUGINS`` says (see the module docstring).
+DEFAULT_NEEDS: frozenset[tuple[str, str]] = frozenset({
+    ("weighting", "uriel"),
+    ("strategy", "linear"),
+    ("dataset", "sib200"),
+    ("voting_method", "uriel_logits"),
+    ("evaluator", "*"),
+})
+#: The environment variables read here: the plugins to load, and the hook-call tracing switch.
+PLUGINS_ENV = "MERGINGURIEL_PLUGINS"
+TRACE_ENV = "MERGINGURIEL_TRACE_PLUGINS"
+
+
+def needed_by_defaults(kind: str, name: str) -> bool:
+    """Whether ``kind`` ``name`` is something the defaults of ``mu`` select (:data:`DEFAULT_NEEDS`)."""
+    return (kind, name) in DEFAULT_NEEDS or (kind, "*") in DEFAULT_NEEDS
 
 
 @dataclass
@@ -69,6 +124,11 @@ class PluginRecord:
     def broken(self) -> bool:
         return self.error is not None
 
+    @property
+    def pinned(self) -> bool:
+        """A built-in that provides something the defaults select: ``MERGINGURIEL_PLUGINS`` cannot leave it out."""
+        return self.distribution == BUILTIN_DISTRIBUTION and any(needed_by_defaults(k, n) for k, n in self.provides)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -77,6 +137,7 @@ class PluginRecord:
             "version": self.version,
             "provides": [{"kind": kind, "name": name} for kind, name in self.provides],
             "hooks": self.hooks,
+            "pinned": self.pinned,
             "broken": self.broken,
             "error": self.error,
         }
@@ -84,14 +145,51 @@ class PluginRecord:
 
 @dataclass
 class Registry:
-    """Everything the loaded plugins provide, by kind and name."""
+    """Everything the loaded plugins provide, by kind and name.
 
+    Build one with :meth:`Registry.load`; the CLI uses :func:`get_registry`.
+    """
+
+    #: Every plugin that loaded (broken ones are unregistered).
     manager: pluggy.PluginManager
     records: list[PluginRecord]
     objects: dict[str, dict[str, Any]]
     owners: dict[tuple[str, str], str]
     #: (kind, name) -> every plugin that provides it, in load order, when more than one does.
     ambiguous: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    #: plugin name -> a pluggy manager holding that plugin alone, whose hook caller calls only it.
+    plugin_managers: dict[str, pluggy.PluginManager] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, extra: Iterable[tuple[str, Any]] = (), *, only: str | Iterable[str] | None = None,
+             trace: bool | TextIO | None = None) -> Registry:
+        """Load the entry-point plugins, then ``extra`` ``(name, plugin_object)`` pairs.
+
+        ``only``: entry-point names to load (a list, or ``"a,b"``), narrowed as the module
+        docstring says (built-ins the defaults need always load); ``None`` loads every one.
+        ``extra`` plugins always load, last, as third-party ones would; tests use them to
+        register a plugin object without installing a distribution. ``trace``: print every
+        hook call to standard error (``True``) or to a stream; ``None`` follows
+        ``MERGINGURIEL_TRACE_PLUGINS``. Nothing else is read from the environment.
+        """
+        if trace is None:
+            trace = _trace_from_environment()
+        manager = _new_manager(trace)
+        registry = cls(manager, [], {kind: {} for kind in KINDS}, {})
+        extras = [
+            _Candidate(name, getattr(obj, "__name__", type(obj).__name__), None, None, (lambda o=obj: o))
+            for name, obj in extra
+        ]
+        wanted = _narrow(_entry_point_candidates(), _names(only), also_known={c.name for c in extras})
+        wanted += [(candidate, False) for candidate in extras]
+        for candidate, only_if_default in wanted:
+            _load_one(registry, candidate, trace, only_if_default)
+        return registry
+
+    def hooks(self, plugin_name: str) -> pluggy.HookRelay:
+        """The hook relay of ``plugin_name`` alone: ``registry.hooks("linear").register_strategies(register=f)``
+        calls that plugin's implementation through pluggy (and tracing), no other plugin's."""
+        return self.plugin_managers[plugin_name].hook
 
     def names(self, kind: str) -> list[str]:
         """Names usable for ``kind``, sorted. An ambiguous name (several plugins provide it) is
@@ -113,9 +211,7 @@ class Registry:
         if providers:
             raise PluginError(
                 f"{KIND_OPTIONS[kind]} {name!r} is ambiguous: {kind} {name!r} is provided by "
-                f"{' and by '.join(_describe(self, p) for p in providers)}; uninstall all but one of them, or set "
-                f"MERGINGURIEL_PLUGINS to the comma-separated plugins to load, leaving out all but one of "
-                f"{', '.join(map(repr, providers))}"
+                f"{' and by '.join(_describe(self, p) for p in providers)}; {_resolution(self, providers)}"
             )
         found = self.objects[kind].get(name)
         if found is not None:
@@ -128,6 +224,28 @@ class Registry:
 
     def record(self, plugin_name: str) -> PluginRecord:
         return next(r for r in self.records if r.name == plugin_name)
+
+
+def load_plugins(extra: Iterable[tuple[str, Any]] = (), *, only: str | Iterable[str] | None = None,
+                 trace: bool | TextIO | None = None) -> Registry:
+    """What ``mu`` loads: :meth:`Registry.load`, with ``only`` from ``MERGINGURIEL_PLUGINS``
+    when not given."""
+    if only is None:
+        only = os.environ.get(PLUGINS_ENV) or None
+    return Registry.load(extra, only=only, trace=trace)
+
+
+def _resolution(registry: Registry, providers: list[str]) -> str:
+    """How to resolve an ambiguity between ``providers``: leave out all but one, or, when a
+    built-in that always loads is one of them, every other."""
+    pinned = [p for p in providers if registry.record(p).pinned]
+    others = [p for p in providers if p not in pinned]
+    if pinned and others:
+        named = ", ".join(map(repr, others))
+        return (f"uninstall {named}, or set MERGINGURIEL_PLUGINS to the comma-separated plugins to load, leaving out "
+                f"{named} (the built-in {pinned[0]!r} provides a default of `mu`, so it always loads)")
+    return (f"uninstall all but one of them, or set MERGINGURIEL_PLUGINS to the comma-separated plugins to load, "
+            f"leaving out all but one of {', '.join(map(repr, providers))}")
 
 
 @dataclass(frozen=True)
@@ -160,35 +278,54 @@ def _entry_point_candidates() -> list[_Candidate]:
     return candidates
 
 
-def _wanted(candidates: list[_Candidate]) -> list[_Candidate]:
-    only = os.environ.get("MERGINGURIEL_PLUGINS")
-    if not only:
-        return candidates
-    names = {n.strip() for n in only.split(",") if n.strip()}
-    return [c for c in candidates if c.name in names]
+def _names(only: str | Iterable[str] | None) -> set[str] | None:
+    if only is None:
+        return None
+    parts = only.split(",") if isinstance(only, str) else only
+    return {part.strip() for part in parts if part.strip()}
 
 
-def load_plugins(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
-    """Load every entry-point plugin plus ``extra`` ``(name, plugin_object)`` pairs.
+def _narrow(candidates: list[_Candidate], only: set[str] | None,
+            also_known: set[str] = frozenset()) -> list[tuple[_Candidate, bool]]:
+    """``(candidate, only_if_default)`` for each entry point to load: with ``only``, the named
+    ones, and the built-ins not named, to be kept only if they provide a default. A name in
+    ``only`` that is neither an entry point nor in ``also_known`` (the extra plugins) is noted."""
+    if only is None:
+        return [(c, False) for c in candidates]
+    missing = sorted(only - {c.name for c in candidates} - also_known)
+    if missing:
+        note_once(f"{PLUGINS_ENV} names {', '.join(map(repr, missing))}, which no installed plugin is called; "
+                  f"installed: {', '.join(sorted({c.name for c in candidates}))}")
+    return [
+        (c, c.name not in only)
+        for c in candidates
+        if c.name in only or c.distribution == BUILTIN_DISTRIBUTION
+    ]
 
-    ``extra`` plugins load last, as third-party ones would; tests use it to register a
-    plugin object without installing a distribution.
-    """
+
+class _Collect:
+    """The ``register`` callback one ``register_*`` hook call receives: keeps what it registers."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.objects: list[Any] = []
+
+    def __call__(self, obj: Any) -> None:
+        self.objects.append(obj)
+
+    def __repr__(self) -> str:
+        return f"<register {self.kind}>"
+
+
+def _new_manager(trace: bool | TextIO) -> pluggy.PluginManager:
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    registry = Registry(manager, [], {kind: {} for kind in KINDS}, {})
-
-    candidates = _wanted(_entry_point_candidates())
-    candidates += [
-        _Candidate(name, getattr(obj, "__name__", type(obj).__name__), None, None, (lambda o=obj: o))
-        for name, obj in extra
-    ]
-    for candidate in candidates:
-        _load_one(registry, candidate)
-    return registry
+    if trace:
+        manager.add_hookcall_monitoring(*_tracer(None if trace is True else trace))
+    return manager
 
 
-def _load_one(registry: Registry, candidate: _Candidate) -> None:
+def _load_one(registry: Registry, candidate: _Candidate, trace: bool | TextIO, only_if_default: bool) -> None:
     earlier = next((r for r in registry.records if r.name == candidate.name), None)
     record = PluginRecord(candidate.name, candidate.module, candidate.distribution, candidate.version)
     registry.records.append(record)
@@ -204,43 +341,46 @@ def _load_one(registry: Registry, candidate: _Candidate) -> None:
         _reraise_interrupt(exc)
         record.error = _failure(exc, "importing")
         return
+    own = _new_manager(trace)
     try:
         registry.manager.register(plugin, name=candidate.name)
+        own.register(plugin, name=candidate.name)
     except BaseException as exc:
         _reraise_interrupt(exc)
         _unregister(registry, candidate.name)  # pluggy may have added some of its hooks already
         record.error = _failure(exc, "registering its hooks")
         return
-    unknown = sorted(
-        name for name in dir(registry.manager.hook)
-        if not name.startswith("_")
-        and not getattr(registry.manager.hook, name).has_spec()
-        and any(impl.plugin_name == candidate.name for impl in getattr(registry.manager.hook, name).get_hookimpls())
-    )
+    callers = own.get_hookcallers(plugin) or []
+    unknown = sorted(hook.name for hook in callers if not hook.has_spec())
     if unknown:
-        registry.manager.unregister(name=candidate.name)
+        _unregister(registry, candidate.name)
         known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
         record.error = f"implements unknown hook {unknown[0]}; known hooks: {known}"
         return
-    record.hooks = sorted(
-        hook.name for hook in registry.manager.get_hookcallers(plugin) or () if hook.name.startswith("register_")
-    )
+    record.hooks = sorted(hook.name for hook in callers)
     provided: list[tuple[str, Any]] = []
     phase = "registering"
     try:
         for kind, hook_name in KINDS.items():
+            if hook_name not in record.hooks:
+                continue
             phase = f"calling {hook_name}"
-            for impl in getattr(registry.manager.hook, hook_name).get_hookimpls():
-                if impl.plugin_name == candidate.name:
-                    impl.function(register=lambda obj, kind=kind: provided.append((kind, obj)))
+            collect = _Collect(kind)
+            getattr(own.hook, hook_name)(register=collect)
+            provided += [(kind, obj) for obj in collect.objects]
         phase = "checking what it registered"
         named = _check_provided(candidate.name, provided)
+        if only_if_default and not any(needed_by_defaults(kind, name) for kind, name, _ in named):
+            _unregister(registry, candidate.name)  # left out by MERGINGURIEL_PLUGINS
+            registry.records.remove(record)
+            return
         _check_conflicts(registry, candidate, named)
     except BaseException as exc:
         _reraise_interrupt(exc)
         _unregister(registry, candidate.name)
         record.error = _failure(exc, phase)
         return
+    registry.plugin_managers[candidate.name] = own
     for kind, name, obj in named:
         registry.objects[kind][name] = obj
         registry.owners[(kind, name)] = candidate.name
@@ -267,9 +407,11 @@ def _failure(exc: BaseException, phase: str) -> str:
 
 
 def _unregister(registry: Registry, plugin_name: str) -> None:
-    """Remove ``plugin_name``'s hooks from the manager, if any were added."""
+    """Remove ``plugin_name``'s hooks from the registry's manager, if any were added, and
+    forget its own manager."""
     if registry.manager.has_plugin(plugin_name):
         registry.manager.unregister(name=plugin_name)
+    registry.plugin_managers.pop(plugin_name, None)
 
 
 def _describe(registry: Registry, plugin_name: str) -> str:
@@ -341,18 +483,20 @@ def _check_conflicts(registry: Registry, candidate: _Candidate, provided: list[t
 
 
 def add_plugin_commands(registry: Registry, app: Any) -> None:
-    """Call each plugin's ``register_commands`` on its own, after the built-in commands.
+    """Call each plugin's ``register_commands`` on its own (through its hook caller, in load
+    order), after the built-in commands.
 
     A plugin that raises (or calls ``sys.exit``), or adds a command whose name is already
     taken, is marked broken and its commands are removed; the other plugins and the
     built-ins keep working.
     """
-    for impl in registry.manager.hook.register_commands.get_hookimpls():
-        record = registry.record(impl.plugin_name)
+    for record in list(registry.records):
+        if record.broken or "register_commands" not in record.hooks or record.name not in registry.plugin_managers:
+            continue
         before = list(app.registered_commands), list(app.registered_groups)
         taken = {_command_name(c) for c in before[0]} | {g.name for g in before[1] if g.name}
         try:
-            impl.function(app=app)
+            registry.hooks(record.name).register_commands(app=app)
             added = [c for c in app.registered_commands if c not in before[0]]
             clash = sorted({_command_name(c) for c in added} & taken)
             if clash:
@@ -368,18 +512,86 @@ def _command_name(command: Any) -> str:
     return command.name or command.callback.__name__.replace("_", "-")
 
 
-_REGISTRY: Registry | None = None
+# ---------------------------------------------------------------- tracing hook calls
+def _trace_from_environment() -> bool:
+    return os.environ.get(TRACE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` on one line, cut to ``limit`` characters."""
+    try:
+        text = repr(value)
+    except Exception as exc:  # a plugin's object may have a broken __repr__
+        text = f"<{type(value).__qualname__} (repr failed: {type(exc).__name__})>"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _registered_label(kind: str, obj: Any) -> str:
+    name = getattr(obj, "name", None)
+    return f"{kind} {name!r}" if isinstance(name, str) and name else f"{kind} {_short(obj, 60)}"
+
+
+def _tracer(stream: TextIO | None):
+    """pluggy ``before`` and ``after`` monitors that print one line each per hook call to
+    ``stream`` (``None``: standard error, looked up at each call so a swapped one sees it)."""
+
+    def out(line: str) -> None:
+        print(f"trace: {line}", file=stream if stream is not None else sys.stderr, flush=True)
+
+    def plugins_of(impls) -> str:
+        return ", ".join(f"{impl.plugin_name} ({getattr(impl.function, '__module__', None) or '?'})"
+                         for impl in impls) or "no plugin"
+
+    def before(hook_name, impls, kwargs) -> None:
+        arguments = ", ".join(f"{key}={_short(value, 60)}" for key, value in kwargs.items())
+        out(f"{hook_name}({arguments}) calls {plugins_of(impls)}")
+
+    def after(outcome, hook_name, impls, kwargs) -> None:
+        names = ", ".join(impl.plugin_name for impl in impls) or "no plugin"
+        if outcome.exception is not None:
+            out(f"{hook_name} from {names} raised {_short(outcome.exception)}")
+            return
+        line = f"{hook_name} from {names} returned {_short(outcome.get_result())}"
+        collect = kwargs.get("register")
+        if isinstance(collect, _Collect):
+            line += ", registered " + (", ".join(_registered_label(collect.kind, o) for o in collect.objects) or "nothing")
+        out(line)
+
+    return before, after
+
+
+# ------------------------------------------------------- the process's registry (CLI)
+_INSTALLED: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, loaded once (idempotent)."""
-    global _REGISTRY
-    if _REGISTRY is None:
-        _REGISTRY = load_plugins()
-    return _REGISTRY
+    """The registry of this process, for the CLI: the one installed with :func:`set_registry`
+    or :func:`use_registry`, else :func:`load_plugins` (from the environment), loaded once."""
+    global _INSTALLED
+    if _INSTALLED is None:
+        _INSTALLED = load_plugins()
+    return _INSTALLED
+
+
+def set_registry(registry: Registry | None) -> Registry | None:
+    """Install ``registry`` as the process's (``None``: forget it, so :func:`get_registry`
+    loads again); returns the one installed before, if any."""
+    global _INSTALLED
+    previous, _INSTALLED = _INSTALLED, registry
+    return previous
+
+
+@contextlib.contextmanager
+def use_registry(registry: Registry) -> Iterator[Registry]:
+    """Install ``registry`` as the process's for the ``with`` block, then restore the previous one."""
+    previous = set_registry(registry)
+    try:
+        yield registry
+    finally:
+        set_registry(previous)
 
 
 def reset_registry() -> None:
-    """Forget the loaded registry, so the next :func:`get_registry` loads again."""
-    global _REGISTRY
-    _REGISTRY = None
+    """Forget the process's registry, so the next :func:`get_registry` loads again."""
+    set_registry(None)

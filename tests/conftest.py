@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import shutil
 from pathlib import Path
 
@@ -34,6 +36,41 @@ def zoo_copy(zoo_dir, tmp_path) -> Path:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+# ------------------------------------------------------------------------ plugins
+@functools.lru_cache(maxsize=None)
+def installed_registry():
+    """The installed plugins, loaded explicitly once (no ``MERGINGURIEL_PLUGINS`` narrows them):
+    for helpers; a test can take the ``registry`` fixture instead, the same object."""
+    from merginguriel_core.plugins import Registry
+
+    return Registry.load()
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """:func:`installed_registry`."""
+    return installed_registry()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_registry(registry):
+    """In-process ``mu`` runs (``run_cli``) use :func:`registry`, not one loaded from the environment."""
+    from merginguriel_core import plugins
+
+    with plugins.use_registry(registry):
+        yield registry
+
+
+@pytest.fixture
+def use_registry():
+    """``use_registry(Registry.load(...))`` installs that registry for the CLI for one test;
+    the session's is restored afterwards."""
+    from merginguriel_core import plugins
+
+    with contextlib.ExitStack() as stack:
+        yield lambda registry: stack.enter_context(plugins.use_registry(registry))
 
 
 def run_cli(runner: CliRunner, *args: str):

@@ -10,8 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from merginguriel_core.plugins import get_registry
-from conftest import run_cli
+from conftest import run_cli, installed_registry
 
 PATTERN = "xlm-roberta-base_massive_k_{locale}"
 SIB200 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sib200"
@@ -168,7 +167,7 @@ def test_every_strategy_from_the_cli_gives_a_working_classifier(runner, zoo_dir,
 
     out = tmp_path / strategy
     # Each strategy gets the options it reads (`mu merge` refuses the others).
-    read = get_registry().get("strategy", strategy).options_read()
+    read = installed_registry().get("strategy", strategy).options_read()
     offered = {"base_model": ("--base-model", zoo_dir / "base"), "data_file": ("--data-file", data_file),
                "fisher_examples": ("--fisher-examples", "4"), "regmean_examples": ("--regmean-examples", "4"),
                "stats_dir": ("--stats-dir", tmp_path / "stats")}

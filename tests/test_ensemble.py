@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, installed_registry
 from merginguriel_cli.main import join_list_options
-from merginguriel_core.plugins import get_registry
 
 # Three models, two examples, three classes.
 LOGITS = np.array([
@@ -22,7 +21,7 @@ WEIGHTS = np.array([0.6, 0.25, 0.15])
 
 
 def _combine(name):
-    return get_registry().get("voting_method", name).combine(LOGITS, WEIGHTS, {})
+    return installed_registry().get("voting_method", name).combine(LOGITS, WEIGHTS, {})
 
 
 def test_majority():
@@ -33,7 +32,7 @@ def test_majority():
 
 def test_majority_tie_goes_to_lowest_label():
     logits = np.array([[[0.0, 1.0]], [[1.0, 0.0]]])
-    scores = get_registry().get("voting_method", "majority").combine(logits, np.array([0.5, 0.5]), {})
+    scores = installed_registry().get("voting_method", "majority").combine(logits, np.array([0.5, 0.5]), {})
     assert scores.argmax(-1).tolist() == [0]
 
 
@@ -85,7 +84,7 @@ def test_ensemble_uses_merge_weights_and_matches_hand_computation(runner, traine
     from merginguriel_core.evaluation import LogitsCache, Predictor
     import torch
 
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     examples = data.load(str(sib_dir), "nl-NL", "test")
     labels = data.labels(str(sib_dir))
     predictor = Predictor(LogitsCache(cache), torch.device("cpu"))

@@ -74,13 +74,11 @@ def test_mu_merge_uses_example_strategy(installed, zoo_dir, tmp_path):
     assert json.loads((out / "merge_details.json").read_text())["strategy"] == "median"
 
 
-def test_not_installed_by_default():
-    from merginguriel_core.plugins import load_plugins
-
-    assert "median" not in load_plugins().names("strategy")
+def test_not_installed_by_default(registry):
+    assert "median" not in registry.names("strategy")
 
 
-def test_mu_ensemble_uses_example_voting_method(installed, trained, sib_dir, tmp_path):
+def test_mu_ensemble_uses_example_voting_method(installed, trained, sib_dir, tmp_path, registry):
     result = _mu(installed, "ensemble", "--voting-method", "median_logits", "--target-lang", "nl-NL", "--models", trained,
                  "--data-dir", sib_dir, "--source-langs", "de-DE,af-ZA,sw-KE", "--weighting", "average",
                  "--cache-dir", tmp_path / "cache", "--no-progress")
@@ -92,9 +90,8 @@ def test_mu_ensemble_uses_example_voting_method(installed, trained, sib_dir, tmp
     import torch
 
     from merginguriel_core.evaluation import LogitsCache, Predictor
-    from merginguriel_core.plugins import get_registry
 
-    data = get_registry().get("dataset", "sib200")
+    data = registry.get("dataset", "sib200")
     examples, labels = data.load(str(sib_dir), "nl-NL", "test"), data.labels(str(sib_dir))
     predictor = Predictor(LogitsCache(tmp_path / "cache"), torch.device("cpu"))
     stacked = np.stack([predictor.logits(trained / f"xlm-roberta-base_massive_k_{loc}", examples, labels)

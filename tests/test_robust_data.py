@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import WORDS, run_cli
+from conftest import WORDS, run_cli, installed_registry
 from merginguriel_core import notes
 from merginguriel_core.data import read_column, read_table
 from merginguriel_core.errors import ConfigError, LanguageError
 from merginguriel_core.languages import resolve_language
 from merginguriel_core.models import DEFAULT_PATTERN
-from merginguriel_core.plugins import get_registry
 from merginguriel_core.uriel import uriel_vectors
 
 REAL_SIB200 = Path("/work/shared/data/sib200")
@@ -157,7 +156,7 @@ def test_similarity_cli_accepts_a_retired_code_with_a_note(runner):
 
 # ------------------------------------------------------- 2. scanning folders that do not all map
 def test_scan_of_the_full_sib200_release_returns_every_folder(full_sib, caplog):
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     with caplog.at_level(logging.WARNING, logger="merginguriel"):
         locales = data.locales(str(full_sib))
         assert data.locales(str(full_sib)) == locales
@@ -172,7 +171,7 @@ def test_scan_of_the_full_sib200_release_returns_every_folder(full_sib, caplog):
 
 
 def test_full_sib200_loads_a_language_by_any_of_its_codes(full_sib):
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     for code in ("de-DE", "deu", "deu_Latn", "kas_Deva", "ajp_Arab"):
         examples = data.load(str(full_sib), resolve_language(code).locale, "test")
         assert len(examples) == 14 and examples.labels[0] == "sports", code
@@ -186,7 +185,7 @@ def test_full_sib200_loads_a_language_by_any_of_its_codes(full_sib):
      ("ajp", "ajp_Arab, apc_Arab"), ("knc", "knc_Arab, knc_Latn")],
 )
 def test_a_language_with_two_folders_is_an_error_only_when_asked_for(full_sib, code, folders):
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     language = resolve_language(code)
     with pytest.raises(LanguageError) as caught:
         data.load(str(full_sib), language.locale, "test")
@@ -196,7 +195,7 @@ def test_a_language_with_two_folders_is_an_error_only_when_asked_for(full_sib, c
 
 
 def test_a_locale_lives_in_a_folder_named_by_another_of_its_codes(tmp_path):
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     (tmp_path / "ajp_Arab").mkdir()
     (tmp_path / "ajp_Arab" / "test.tsv").write_text(_rows(1))
     (tmp_path / "swa_Latn").mkdir()  # the macrolanguage code, not FLORES's swh_Latn
@@ -210,7 +209,7 @@ def test_a_locale_lives_in_a_folder_named_by_another_of_its_codes(tmp_path):
 
 
 def test_two_folders_of_one_locale_are_named_when_that_locale_is_asked_for(tmp_path):
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     for code in ("swh_Latn", "swa_Latn", "deu_Latn"):
         (tmp_path / code).mkdir()
         (tmp_path / code / "test.tsv").write_text(_rows(1))
@@ -239,7 +238,7 @@ def test_massive_scan_skips_a_file_that_names_no_language(tmp_path, caplog):
     (tmp_path / "de_DE.jsonl").write_text(json.dumps(row) + "\n", encoding="utf-8")
     (tmp_path / "sw-KE.jsonl").write_text(json.dumps({**row, "locale": "sw-KE"}) + "\n", encoding="utf-8")
     (tmp_path / "notes-2024.jsonl").write_text("{}\n", encoding="utf-8")
-    data = get_registry().get("dataset", "massive")
+    data = installed_registry().get("dataset", "massive")
     with caplog.at_level(logging.WARNING, logger="merginguriel"):
         assert data.locales(str(tmp_path)) == ["de-DE", "sw-KE"]
         assert data.load(str(tmp_path), "de-DE", "test").texts == ["wecke mich"]
@@ -264,7 +263,7 @@ def test_real_sib200_copy_next_to_folders_that_do_not_map(tmp_path, caplog):
     (tmp_path / "ajp_Arab" / "test.tsv").write_bytes((REAL_SIB200 / "arb_Arab" / "test.tsv").read_bytes())
     (tmp_path / "old_runs").mkdir()
     (tmp_path / "old_runs" / "dev.tsv").write_text(HEADER)
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     with caplog.at_level(logging.WARNING, logger="merginguriel"):
         locales = data.locales(str(tmp_path))
     assert len(locales) == 53 and "ajp_Arab" in locales and "sw-KE" in locales
@@ -354,7 +353,7 @@ def test_evaluate_on_a_latin1_table_is_a_one_line_error(runner, zoo_dir, tmp_pat
 
 def test_table_rows_whose_locale_names_no_language_are_skipped_with_a_note(tmp_path, caplog):
     path = _table(tmp_path, "data.csv", "text,label,locale\na,x,de-DE\nb,y,de-DR\nc,x,\nd,y,deu\n")
-    data = get_registry().get("dataset", "table")
+    data = installed_registry().get("dataset", "table")
     with caplog.at_level(logging.WARNING, logger="merginguriel"):
         assert data.locales(str(path)) == ["de-DE"]
         assert data.load(str(path), "de-DE", "test").texts == ["a", "d"]
@@ -365,7 +364,7 @@ def test_table_rows_whose_locale_names_no_language_are_skipped_with_a_note(tmp_p
 
 # ------------------------------------------------------------------------ 4. a table's label order
 def test_table_labels_are_a_sorted_set_whose_order_is_not_fixed(tmp_path):
-    registry = get_registry()
+    registry = installed_registry()
     table = registry.get("dataset", "table")
     assert table.fixed_label_order is False
     assert registry.get("dataset", "sib200").fixed_label_order is True

@@ -7,8 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import run_cli
-from merginguriel_core.plugins import get_registry
+from conftest import run_cli, installed_registry
 
 PATTERN = "xlm-roberta-base_massive_k_{locale}"
 
@@ -64,7 +63,7 @@ def test_every_builtin_declares_what_it_reads():
     """No built-in keeps the permissive default, so a new shared option cannot be ignored silently."""
     from merginguriel_core.interfaces import Weighting
 
-    registry = get_registry()
+    registry = installed_registry()
     for name in registry.names("weighting"):
         own = [k for k in type(registry.get("weighting", name)).__mro__ if k not in (Weighting, object) and
                ("reads" in vars(k) or "options_read" in vars(k))]
@@ -87,7 +86,7 @@ def test_a_non_finite_source_is_named_for_every_strategy(runner, zoo_copy, tmp_p
     name = "roberta.encoder.layer.0.attention.self.query.weight"
     state[name][1, 2] = value
     save_file(state, path)
-    base = ["--base-model", zoo_copy / "base"] if "base_model" in get_registry().get("strategy", strategy).options_read() else []
+    base = ["--base-model", zoo_copy / "base"] if "base_model" in installed_registry().get("strategy", strategy).options_read() else []
     result = run_cli(runner, "merge", "--models", zoo_copy, "--output", tmp_path / "m", "--no-progress",
                      "--weighting", "manual", "--weights", "de-DE=1,nl-NL=1,sv-SE=1", "--strategy", strategy, *base)
     line = _error(result)

@@ -21,7 +21,7 @@ from merginguriel_core.evaluation import (
     LogitsCache, Predictor, check_batching, gold_ids, label_space_for, model_labels,
 )
 from merginguriel_core.interfaces import MergeStrategy, VotingMethod
-from merginguriel_core.plugins import _Candidate, add_plugin_commands, load_plugins
+from merginguriel_core.plugins import Registry, _Candidate, add_plugin_commands
 from merginguriel_core.zoo import LABELS
 
 from conftest import WORDS, run_cli
@@ -40,20 +40,6 @@ class _Halve(MergeStrategy):
 
     def merge_chunk(self, chunk, statistics):
         return chunk.sources[0] / 2
-
-
-@pytest.fixture
-def use_registry():
-    """Install a registry for the CLI, always restoring the default afterwards."""
-
-    def install(registry):
-        plugins._REGISTRY = registry
-        return registry
-
-    try:
-        yield install
-    finally:
-        plugins.reset_registry()
 
 
 def _with_candidates(monkeypatch, *extra: _Candidate) -> None:
@@ -78,7 +64,7 @@ def test_name_provided_twice_is_refused_as_ambiguous_naming_both(monkeypatch):
         _Candidate("halve_a", "mu_halve_a.plugin", "mu-halve-a", "1.0", lambda: _strategy_plugin("halve_first")),
         _Candidate("halve_b", "mu_halve_b.plugin", "mu-halve-b", "2.0", lambda: _strategy_plugin("halve_first")),
     )
-    registry = load_plugins()
+    registry = Registry.load()
     assert registry.ambiguous == {("strategy", "halve_first"): ["halve_a", "halve_b"]}
     with pytest.raises(PluginError) as caught:
         registry.get("strategy", "halve_first")
@@ -102,10 +88,11 @@ def test_narrowing_with_the_env_var_resolves_the_ambiguity(monkeypatch):
         _Candidate("halve_a", "mu_halve_a.plugin", "mu-halve-a", "1.0", lambda: _strategy_plugin("halve_first")),
         _Candidate("halve_b", "mu_halve_b.plugin", "mu-halve-b", "2.0", lambda: second),
     )
-    monkeypatch.setenv("MERGINGURIEL_PLUGINS", "linear,halve_b")
-    registry = load_plugins()
+    registry = Registry.load(only="linear,halve_b")
     assert registry.ambiguous == {}
     assert type(registry.get("strategy", "halve_first")).__name__ == "SecondHalve"
+    monkeypatch.setenv("MERGINGURIEL_PLUGINS", "halve_a")
+    assert plugins.load_plugins().ambiguous == {}
 
 
 def test_ambiguous_builtin_name_refused_by_merge_and_shown_by_plugins(use_registry, runner, zoo_dir, tmp_path,
@@ -113,15 +100,16 @@ def test_ambiguous_builtin_name_refused_by_merge_and_shown_by_plugins(use_regist
     from merginguriel_core import notes
 
     monkeypatch.setattr(notes, "_said", set())
-    use_registry(load_plugins(extra=[("copycat", _strategy_plugin("linear"))]))
+    registry = use_registry(Registry.load(extra=[("copycat", _strategy_plugin("linear"))]))
     out = tmp_path / "out"
     result = run_cli(runner, "merge", "--weighting", "manual", "--weights", "de-DE=1", "--strategy", "linear",
                      "--models", zoo_dir, "--output", out, "--no-progress")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         "Error: --strategy 'linear' is ambiguous: strategy 'linear' is provided by plugin 'linear' (merginguriel 0.1.0) "
-        "and by plugin 'copycat' (no distribution); uninstall all but one of them, or set MERGINGURIEL_PLUGINS to the "
-        "comma-separated plugins to load, leaving out all but one of 'linear', 'copycat'"
+        "and by plugin 'copycat' (no distribution); uninstall 'copycat', or set MERGINGURIEL_PLUGINS to the "
+        "comma-separated plugins to load, leaving out 'copycat' (the built-in 'linear' provides a default of `mu`, "
+        "so it always loads)"
     ]
     assert not out.exists()
     listing = run_cli(runner, "plugins").output.splitlines()
@@ -137,7 +125,7 @@ def test_ambiguous_builtin_name_refused_by_merge_and_shown_by_plugins(use_regist
     assert ("Note: strategy 'linear' is provided by plugin 'linear' (merginguriel 0.1.0) and by plugin 'copycat' "
             "(no distribution); it cannot be used until all but one are uninstalled or left out of "
             "MERGINGURIEL_PLUGINS") in other.output.splitlines()
-    assert "linear" not in plugins.get_registry().names("strategy")
+    assert "linear" not in registry.names("strategy") and plugins.get_registry() is registry
 
 
 # ------------------------------------------------------ 2. wrongly typed objects
@@ -163,7 +151,7 @@ def test_object_of_the_wrong_type_breaks_its_plugin(hook, kind, expected):
     def register(register):
         register(_NotAPlugin())
 
-    registry = load_plugins(extra=[("duck", _plugin(**{hook: register}))])
+    registry = Registry.load(extra=[("duck", _plugin(**{hook: register}))])
     record = registry.record("duck")
     assert record.error == (
         f"plugin 'duck' registered {HERE}._NotAPlugin object 'fake' as a {kind}, but a {kind} must be an "
@@ -177,7 +165,7 @@ def test_wrongly_typed_voting_method_is_listed_broken_and_refused_before_inferen
     def register_voting_methods(register):
         register(_NotAPlugin())
 
-    registry = use_registry(load_plugins(extra=[("duck", _plugin(register_voting_methods=register_voting_methods))]))
+    registry = use_registry(Registry.load(extra=[("duck", _plugin(register_voting_methods=register_voting_methods))]))
     line = next(l for l in run_cli(runner, "plugins").output.splitlines() if l.startswith("duck "))
     assert f"BROKEN: plugin 'duck' registered {HERE}._NotAPlugin object 'fake' as a voting_method" in line
     with pytest.raises(ConfigError, match=r"unknown --voting-method 'fake'; .*\(broken plugins: duck; see `mu plugins`\)"):
@@ -188,7 +176,7 @@ def test_registering_the_class_instead_of_an_instance_is_named():
     def register_strategies(register):
         register(_Halve)
 
-    error = load_plugins(extra=[("classy", _plugin(register_strategies=register_strategies))]).record("classy").error
+    error = Registry.load(extra=[("classy", _plugin(register_strategies=register_strategies))]).record("classy").error
     assert error == (f"plugin 'classy' registered class {HERE}._Halve as a strategy, but a strategy must be an "
                      f"instance of merginguriel_core.interfaces.MergeStrategy; register an instance, _Halve()")
 
@@ -208,7 +196,7 @@ def test_missing_empty_or_non_string_name_breaks_its_plugin(name, shown):
             method.name = name
         register(method)
 
-    registry = load_plugins(extra=[("nameless", _plugin(register_voting_methods=register_voting_methods))])
+    registry = Registry.load(extra=[("nameless", _plugin(register_voting_methods=register_voting_methods))])
     named = f" {shown}" if isinstance(name, str) and name else ""
     assert registry.record("nameless").error == (
         f"plugin 'nameless' registered a voting_method ({HERE}._Nameless object{named}) without a name; "
@@ -227,7 +215,7 @@ def _exits(code):
 
 def test_sys_exit_while_importing_is_broken_others_work(monkeypatch):
     _with_candidates(monkeypatch, _Candidate("quitter", "mu_quitter.plugin", "mu-quitter", "0.1", _exits(3)))
-    registry = load_plugins()
+    registry = Registry.load()
     assert registry.record("quitter").error == "SystemExit(3) while importing"
     assert "linear" in registry.names("strategy") and "uriel" in registry.names("weighting")
 
@@ -243,7 +231,7 @@ def test_base_exception_in_a_register_hook_is_broken_and_unregistered():
     def register_voting_methods(register):
         raise Fatal("gone")
 
-    registry = load_plugins(extra=[
+    registry = Registry.load(extra=[
         ("exits", _plugin(register_strategies=register_strategies)),
         ("fatal", _plugin(register_voting_methods=register_voting_methods)),
     ])
@@ -259,7 +247,7 @@ def test_keyboard_interrupt_still_stops_loading():
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        load_plugins(extra=[("ctrl_c", _plugin(register_strategies=register_strategies))])
+        Registry.load(extra=[("ctrl_c", _plugin(register_strategies=register_strategies))])
 
 
 def test_sys_exit_in_register_commands_is_broken_others_work():
@@ -277,7 +265,7 @@ def test_sys_exit_in_register_commands_is_broken_others_work():
         def hello_command():
             print("hello")
 
-    registry = load_plugins(extra=[("quits", _plugin(register_commands=quits)),
+    registry = Registry.load(extra=[("quits", _plugin(register_commands=quits)),
                                    ("hello", _plugin(register_commands=hello))])
     app = typer.Typer()
     add_plugin_commands(registry, app)
@@ -296,7 +284,7 @@ def test_cli_starts_and_lists_plugins_that_exit(monkeypatch, use_registry, runne
         sys.exit(5)
 
     _with_candidates(monkeypatch, _Candidate("quitter", "mu_quitter.plugin", "mu-quitter", "0.1", _exits(3)))
-    use_registry(load_plugins(extra=[("quits", _plugin(register_commands=quits))]))
+    use_registry(Registry.load(extra=[("quits", _plugin(register_commands=quits))]))
     monkeypatch.setattr(main, "app", typer.Typer(name="mu", cls=main._MuGroup, pretty_exceptions_enable=False,
                                                  add_completion=False, rich_markup_mode=None))
     main._add_commands()
@@ -446,7 +434,7 @@ def _table(path: Path, labels=LABELS, locales=("de-DE", "nl-NL", "af-ZA")) -> Pa
 @pytest.fixture
 def unordered_table(monkeypatch):
     """The `table` dataset with ``fixed_label_order = False`` (its labels are a sorted set)."""
-    from merginguriel_plugins.datasets import LocalTable
+    from merginguriel_plugins.table import LocalTable
 
     monkeypatch.setattr(LocalTable, "fixed_label_order", False, raising=False)
     return LocalTable()
@@ -530,17 +518,16 @@ def test_table_with_a_subset_of_the_models_labels_is_fine(zoo_dir, tmp_path, uno
     assert label_space_for(unordered_table, str(csv), [model]) == list(LABELS)
 
 
-def test_fixed_order_datasets_keep_their_own_order(zoo_dir, sib_dir):
-    sib = plugins.get_registry().get("dataset", "sib200")
+def test_fixed_order_datasets_keep_their_own_order(zoo_dir, sib_dir, registry):
+    sib = registry.get("dataset", "sib200")
     assert label_space_for(sib, str(sib_dir), [zoo_dir / PATTERN.format(locale="de-DE")]) == sib.labels(str(sib_dir))
 
 
-def test_ensemble_on_a_table_in_the_models_label_order(runner, zoo_dir, tmp_path, unordered_table):
+def test_ensemble_on_a_table_in_the_models_label_order(runner, zoo_dir, tmp_path, unordered_table, registry):
     from merginguriel_core.ensemble import run_ensemble
 
     csv = _table(tmp_path / "sib.csv")
     models = {loc: zoo_dir / PATTERN.format(locale=loc) for loc in ("de-DE", "nl-NL", "af-ZA")}
-    registry = plugins.get_registry()
     sources = [("de-DE", 0.7), ("nl-NL", 0.3)]
     result = run_ensemble(target="af-ZA", sources=sources, models=models,
                           method=registry.get("voting_method", "uriel_logits"), dataset=unordered_table,

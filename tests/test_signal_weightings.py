@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, installed_registry
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.languages import MASSIVE_LOCALES, resolve_language
-from merginguriel_core.plugins import get_registry
 from merginguriel_core.selection import select_sources
 from merginguriel_core.similarity import SimilarityMatrix
 from merginguriel_core.uriel import uriel_vectors
@@ -38,7 +37,7 @@ def matrix_csv(tmp_path) -> Path:
 
 def _weights(name, matrix_csv=None, target="de-DE", available=LOCALES[1:], num_languages=5, top_k=20,
              params=None, sinkhorn_iters=20, features="syntax_knn"):
-    selection = select_sources(get_registry().get("weighting", name), target=target, available=available,
+    selection = select_sources(installed_registry().get("weighting", name), target=target, available=available,
                                num_languages=num_languages, top_k=top_k, similarity_matrix=matrix_csv,
                                params=params or {}, sinkhorn_iters=sinkhorn_iters, features=features)
     return dict(selection.result.weights), selection.result
@@ -124,7 +123,7 @@ def test_local_sinkhorn_with_the_target_as_a_candidate(matrix_csv):
         block = [[v / sum(row) for v in row] for row in block]
         columns = [sum(block[i][j] for i in range(2)) for j in range(2)]
         block = [[block[i][j] / columns[j] for j in range(2)] for i in range(2)]
-    selection = select_sources(get_registry().get("weighting", "local_sinkhorn"), target="de-DE", available=LOCALES,
+    selection = select_sources(installed_registry().get("weighting", "local_sinkhorn"), target="de-DE", available=LOCALES,
                                num_languages=2, similarity_matrix=matrix_csv, include_target=True)
     got = dict(selection.result.weights)
     row = block[0]

@@ -18,10 +18,10 @@ from safetensors.torch import load_file, save_file
 
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
-from merginguriel_core.plugins import get_registry
 from merginguriel_plugins import tensor_maths as tm
 from merginguriel_plugins.magnitude_select import kth_largest
 from merginguriel_plugins.spherical import spherical_coefficients
+from conftest import installed_registry
 
 RNG = np.random.default_rng(7)
 WEIGHTS = [0.5, 0.3, 0.2]
@@ -53,7 +53,7 @@ def merge_arrays(tmp_path: Path, strategy: str, params: dict | None = None, *, s
     locales = ["de-DE", "nl-NL", "af-ZA", "da-DK"][: len(sources)]
     run_merge(MergeRequest(
         sources=[SourceModel(loc, f, w) for loc, f, w in zip(locales, folders, weights)],
-        strategy=get_registry().get("strategy", strategy),
+        strategy=installed_registry().get("strategy", strategy),
         output=tmp_path / name,
         params=params or {},
         base=base_folder,

@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, installed_registry
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.evaluation import best_overall_zero_shot, best_source
-from merginguriel_core.plugins import get_registry
 from merginguriel_plugins.evaluators import accuracy, macro_f1
 
 SIB200 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sib200"
@@ -22,7 +21,7 @@ PATTERN = "xlm-roberta-base_massive_k_{locale}"
 
 # ------------------------------------------------------------------- datasets
 def test_sib200_dataset_reads_local_folders(sib_dir):
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     assert data.locales(str(sib_dir)) == ["af-ZA", "de-DE", "nl-NL", "sw-KE"]
     test = data.load(str(sib_dir), "sw-KE", "test")
     assert len(test) == 21 and test.labels[0] == "science/technology" or len(test) == 21
@@ -35,7 +34,7 @@ def test_sib200_dataset_reads_local_folders(sib_dir):
 
 @pytest.mark.skipif(not SIB200.is_dir(), reason="../shared/data/sib200 is not present")
 def test_sib200_real_data_has_all_massive_languages():
-    data = get_registry().get("dataset", "sib200")
+    data = installed_registry().get("dataset", "sib200")
     assert len(data.locales(str(SIB200))) == 52
     test = data.load(str(SIB200), "swh_Latn", "test")
     assert len(test) == 204 and set(test.labels) == set(data.labels(str(SIB200)))
@@ -48,7 +47,7 @@ def test_massive_local_jsonl(tmp_path):
         {"locale": "sw-KE", "partition": "test", "intent": "play_music", "utt": "cheza muziki"},
     ]
     (tmp_path / "sw-KE.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    data = get_registry().get("dataset", "massive")
+    data = installed_registry().get("dataset", "massive")
     test = data.load(str(tmp_path), "swh_Latn", "test")
     assert test.texts == ["hali ya hewa leo", "cheza muziki"] and test.labels == ["weather_query", "play_music"]
     labels = data.labels(str(tmp_path))
@@ -62,7 +61,7 @@ def test_massive_local_jsonl(tmp_path):
 def test_table_dataset_with_locale_and_split_columns(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("text,label,locale,split\na b,x,de-DE,test\nc d,y,deu,test\ne f,x,nl-NL,test\ng,y,de-DE,train\n")
-    data = get_registry().get("dataset", "table")
+    data = installed_registry().get("dataset", "table")
     assert data.labels(str(path)) == ["x", "y"] and data.locales(str(path)) == ["de-DE", "nl-NL"]
     assert data.load(str(path), "de-DE", "test").texts == ["a b", "c d"]
 
@@ -71,7 +70,7 @@ def test_missing_column_is_named(tmp_path):
     path = tmp_path / "data.csv"
     path.write_text("sentence,tag\nhello,x\n")
     with pytest.raises(ConfigError, match=r"has no label column; expected one of label, category, intent, found sentence, tag"):
-        get_registry().get("dataset", "table").labels(str(path))
+        installed_registry().get("dataset", "table").labels(str(path))
 
 
 # -------------------------------------------------------------------- metrics
@@ -157,7 +156,7 @@ def test_evaluate_reports_accuracy_and_f1_and_caches(runner, trained, sib_dir, t
     # Same numbers as computing by hand from the model.
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    data = get_registry().get("dataset", "sib200").load(str(sib_dir), "sw-KE", "test")
+    data = installed_registry().get("dataset", "sib200").load(str(sib_dir), "sw-KE", "test")
     m, t = AutoModelForSequenceClassification.from_pretrained(model).eval(), AutoTokenizer.from_pretrained(model)
     with torch.no_grad():
         predicted = m(**t(data.texts, return_tensors="pt", padding=True)).logits.argmax(-1).tolist()
