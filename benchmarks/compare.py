@@ -52,7 +52,7 @@ def build(cache: Path, size: str, count: int) -> Path:
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    from merginguriel_plugins.datasets import MASSIVE_INTENTS
+    from merginguriel_core.dataset_files import MASSIVE_INTENTS
 
     hf_logging.disable_progress_bar()
     root = cache / size
@@ -120,7 +120,8 @@ NAIVE = textwrap.dedent('''
             a, c = xs[0].flatten(), xs[1].flatten()
             cos = torch.dot(a / a.norm(), c / c.norm()).clamp(-1, 1)
             om = torch.arccos(cos)
-            r = (torch.sin(0.5 * om) * (a + c) / torch.sin(om)).reshape(b.shape) if om > 1e-6 else (a + c).reshape(b.shape) / 2
+            # mergekit's definition at t = 0.5: raw vectors, the angle of their directions, lerp if colinear
+            r = (torch.sin(0.5 * om) * (a + c) / torch.sin(om)).reshape(b.shape) if cos.abs() <= 0.9995 else (a + c).reshape(b.shape) / 2
         merged[name] = r.to(states[0][name].dtype).contiguous()
     save_file(merged, out + "/model.safetensors")
 ''')
@@ -198,7 +199,7 @@ def main() -> None:
     weights = ",".join(f"{loc}=1" for loc in LOCALES[: args.models])
     data = args.cache / "fisher-data.tsv"
     if not data.exists():
-        from merginguriel_plugins.datasets import MASSIVE_INTENTS
+        from merginguriel_core.dataset_files import MASSIVE_INTENTS
 
         data.write_text("text\tlabel\n" + "".join(f"set an alarm for {i} am\t{MASSIVE_INTENTS[i % 60]}\n" for i in range(8)))
     env = dict(os.environ)
@@ -250,7 +251,7 @@ def main() -> None:
             (ours_figures, ours_out) = ours(method, extra, two)
             mk_figures, mk_out = theirs(method)
             naive_figures = naive(method, params)
-            agreement = compare_outputs(ours_out, mk_out) if method in ("linear", "task_arithmetic", "ties") else None
+            agreement = compare_outputs(ours_out, mk_out) if method in ("linear", "task_arithmetic", "ties", "slerp") else None
             rows.append((method, ours_figures, mk_figures, naive_figures, agreement))
             shutil.rmtree(ours_out, ignore_errors=True)
             if mk_out:

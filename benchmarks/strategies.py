@@ -36,8 +36,8 @@ LOCALES = ["de-DE", "nl-NL", "af-ZA", "da-DK", "sv-SE", "fr-FR", "es-ES", "it-IT
 PATTERN = "model_{locale}"
 STRATEGIES = [
     ("linear", []), ("task_arithmetic", []), ("ties", ["--param", "density=0.5"]),
-    ("dare_linear", []), ("dare_ties", []), ("breadcrumbs", []), ("breadcrumbs_ties", []),
-    ("della", []), ("della_linear", []), ("slerp", []), ("model_stock", []), ("fisher_simple", []),
+    ("dare", []), ("dare_linear", []), ("dare_ties", []), ("breadcrumbs", []), ("breadcrumbs_ties", []),
+    ("della", []), ("della_linear", []), ("karcher", []), ("model_stock", []), ("fisher_simple", []),
     ("fisher", ["--data-dir", "{data}", "--fisher-examples", "{examples}"]),
     ("regmean", ["--data-dir", "{data}", "--regmean-examples", "{examples}"]),
 ]

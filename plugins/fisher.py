@@ -24,7 +24,7 @@ from merginguriel_core.training import token_limit
 from merginguriel_core.statistics import (
     cached_statistics, default_stats_dir, examples_for, label_ids, load_classifier, sample,
 )
-from merginguriel_plugins import tensor_maths as tm
+from merginguriel_core.maths import tensors as tm
 
 EPSILON = Param("epsilon", float, 1e-8, "added to every importance (entries no model finds important average)",
                 minimum=0.0, min_inclusive=False)

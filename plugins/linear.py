@@ -8,7 +8,7 @@ import torch
 
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import Chunk, MergeStrategy
-from merginguriel_plugins.tensor_maths import weighted_average
+from merginguriel_core.maths.tensors import weighted_average
 
 
 class LinearStrategy(MergeStrategy):

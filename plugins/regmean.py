@@ -19,7 +19,7 @@ from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy, Ten
 from merginguriel_core.params import Param
 from merginguriel_core.training import token_limit
 from merginguriel_core.statistics import label_ids, load_classifier
-from merginguriel_plugins import tensor_maths as tm
+from merginguriel_core.maths import tensors as tm
 from merginguriel_plugins.fisher import StatisticsFiles, check_data_options, prepare_statistics
 
 

@@ -160,7 +160,7 @@ def test_fisher_on_each_models_own_sib200_training_data(runner, zoo_dir, tmp_pat
 
 @pytest.mark.parametrize("strategy", [
     "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties",
-    "della", "della_linear", "slerp", "model_stock", "fisher_simple", "fisher", "regmean",
+    "della", "della_linear", "karcher", "model_stock", "fisher_simple", "fisher", "regmean",
 ])
 def test_every_strategy_from_the_cli_gives_a_working_classifier(runner, zoo_dir, data_file, tmp_path, strategy):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

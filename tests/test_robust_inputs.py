@@ -31,7 +31,7 @@ def _error(result) -> str:
     (("--target-lang", "de-DE", "--base-model", "{zoo}/base"),
      "--base-model is not read by --strategy linear (read by breadcrumbs, breadcrumbs_ties"),
     (("--target-lang", "de-DE", "--strategy", "ties", "--base-model", "{zoo}/base", "--seed", "3"),
-     "--seed is not read by --strategy ties (read by dare_linear, dare_ties, della, della_linear, fisher, regmean)"),
+     "--seed is not read by --strategy ties (read by dare, dare_linear, dare_ties, della, della_linear, fisher, regmean)"),
     (("--target-lang", "de-DE", "--data-dir", "{zoo}"), "--data-dir is not read by --strategy linear (read by fisher, regmean)"),
     (("--target-lang", "de-DE", "--strategy", "regmean", "--data-dir", "{zoo}", "--fisher-examples", "8"),
      "--fisher-examples is not read by --strategy regmean (read by fisher)"),
@@ -76,9 +76,9 @@ def test_every_builtin_declares_what_it_reads():
 
 
 # ---------------------------------------------------------- non-finite sources
-@pytest.mark.parametrize("strategy", ["linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-                                      "breadcrumbs_ties", "della", "della_linear", "slerp", "model_stock",
-                                      "fisher_simple"])
+@pytest.mark.parametrize("strategy", ["linear", "task_arithmetic", "ties", "dare", "dare_ties", "dare_linear",
+                                      "breadcrumbs", "breadcrumbs_ties", "della", "della_linear", "karcher",
+                                      "model_stock", "fisher_simple"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_a_non_finite_source_is_named_for_every_strategy(runner, zoo_copy, tmp_path, strategy, value):
     path = zoo_copy / PATTERN.format(locale="nl-NL") / "model.safetensors"

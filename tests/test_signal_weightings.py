@@ -131,7 +131,7 @@ def test_local_sinkhorn_with_the_target_as_a_candidate(matrix_csv):
 
 
 def test_proportional_power_underflow_is_named():
-    from merginguriel_plugins.signal_weightings import proportional_weights
+    from merginguriel_core.maths.weights import proportional_weights
 
     with pytest.raises(ConfigError, match="similarity\\^10000 underflows to 0 for every candidate; choose a smaller power"):
         proportional_weights(np.array([0.9, 0.7]), 10000)

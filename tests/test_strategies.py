@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
-from merginguriel_plugins import tensor_maths as tm
-from merginguriel_plugins.magnitude_select import kth_largest
-from merginguriel_plugins.spherical import spherical_coefficients
+from merginguriel_core.maths import tensors as tm
+from merginguriel_core.maths.magnitude import kth_largest
+from merginguriel_core.maths.spherical import spherical_coefficients
 from conftest import installed_registry
 
 RNG = np.random.default_rng(7)
@@ -111,7 +111,7 @@ def ref_breadcrumbs(name, density, gamma):
     return BASE[name] + total
 
 
-def ref_slerp(a, b, t):
+def ref_karcher(a, b, t):
     a, b = a.astype(np.float64).reshape(-1), b.astype(np.float64).reshape(-1)
     ua, ub = a / np.linalg.norm(a), b / np.linalg.norm(b)
     omega = np.arccos(np.clip(ua @ ub, -1, 1))
@@ -199,23 +199,23 @@ def test_della_keeps_large_magnitudes_more_often(tmp_path):
     np.testing.assert_allclose(out[kept], (magnitudes / probabilities)[kept], rtol=1e-5)
 
 
-def test_slerp_two_models_matches_formula_and_endpoints(tmp_path):
+def test_karcher_two_models_matches_formula_and_endpoints(tmp_path):
     pair = SOURCES[:2]
     for t in (0.0, 0.35, 1.0):
-        out = merge_arrays(tmp_path, "slerp", {"t": str(t)}, sources=pair, weights=[0.5, 0.5], name=f"t{t}")
+        out = merge_arrays(tmp_path, "karcher", {"t": str(t)}, sources=pair, weights=[0.5, 0.5], name=f"t{t}")
         for name in ("w", "b"):
-            _close(out[name].reshape(-1), ref_slerp(pair[0][name], pair[1][name], t))
-    _close(merge_arrays(tmp_path, "slerp", {"t": "0"}, sources=pair, weights=[0.5, 0.5], name="z")["w"], pair[0]["w"])
+            _close(out[name].reshape(-1), ref_karcher(pair[0][name], pair[1][name], t))
+    _close(merge_arrays(tmp_path, "karcher", {"t": "0"}, sources=pair, weights=[0.5, 0.5], name="z")["w"], pair[0]["w"])
 
 
-def test_slerp_uses_weights_without_t(tmp_path):
+def test_karcher_uses_weights_without_t(tmp_path):
     pair = SOURCES[:2]
-    out = merge_arrays(tmp_path, "slerp", sources=pair, weights=[0.8, 0.2], chunk_bytes=24)
-    _close(out["w"].reshape(-1), ref_slerp(pair[0]["w"], pair[1]["w"], 0.2))
+    out = merge_arrays(tmp_path, "karcher", sources=pair, weights=[0.8, 0.2], chunk_bytes=24)
+    _close(out["w"].reshape(-1), ref_karcher(pair[0]["w"], pair[1]["w"], 0.2))
 
 
-def test_slerp_many_models_is_the_weighted_karcher_mean(tmp_path):
-    out = merge_arrays(tmp_path, "slerp", chunk_bytes=24)
+def test_karcher_many_models_is_the_weighted_karcher_mean(tmp_path):
+    out = merge_arrays(tmp_path, "karcher", chunk_bytes=24)
     for name in ("w", "b"):
         xs = [s[name].astype(np.float64).reshape(-1) for s in SOURCES]
         merged = out[name].reshape(-1)
@@ -229,9 +229,9 @@ def test_slerp_many_models_is_the_weighted_karcher_mean(tmp_path):
         assert np.linalg.norm(merged) == pytest.approx(sum(w * np.linalg.norm(x) for w, x in zip(WEIGHTS, xs)), rel=1e-5)
 
 
-def test_slerp_colinear_falls_back_to_linear(tmp_path):
+def test_karcher_colinear_falls_back_to_linear(tmp_path):
     sources = [{"v": np.array([1, 2, 3], np.float32)}, {"v": np.array([2, 4, 6], np.float32)}]
-    out = merge_arrays(tmp_path, "slerp", sources=sources, base=None, weights=[0.5, 0.5])
+    out = merge_arrays(tmp_path, "karcher", sources=sources, base=None, weights=[0.5, 0.5])
     _close(out["v"], [1.5, 3.0, 4.5])
 
 
@@ -319,7 +319,7 @@ def _sorted_kth(values: torch.Tensor, k: int) -> float:
 def test_kth_largest_sampled_window_is_exact(chunk, monkeypatch):
     # Above SAMPLE values the answer comes from a sampled window; it must still be exact,
     # including for ranks at both ends, a stream with many exact ties, and one of zeros.
-    import merginguriel_plugins.magnitude_select as ms
+    import merginguriel_core.maths.magnitude as ms
 
     n = 300_000
     gauss = torch.from_numpy(np.abs(RNG.normal(size=n)).astype(np.float32))
@@ -340,7 +340,13 @@ def test_kth_largest_sampled_window_is_exact(chunk, monkeypatch):
     assert ms._radix_select(lambda: iter(chunks), [(s, k) for s, k in queries]) == got
     monkeypatch.setattr(ms, "_SIGMAS", 0.0)  # a window too narrow to hold the answer: fall back
     assert ms.kth_largest(lambda: iter(chunks), queries[:2], n) == got[:2]
-    assert chunk == n or calls
+    # A window that surely misses: streamed, both queries go to the radix select (sample,
+    # window and two radix passes); in memory (one chunk), the one read is selected in directly.
+    monkeypatch.setattr(ms, "_window", lambda sample, k, numel: (math.inf, math.inf, 0.0))
+    before, passes = len(calls), []
+    assert ms.kth_largest(lambda: passes.append(1) or iter(chunks), queries[:2], n) == got[:2]
+    assert calls[before:] == ([] if chunk == n else [queries[:2]])
+    assert len(passes) == (1 if chunk == n else 4)
     with pytest.raises(ValueError, match="k=300001 exceeds the 300000 values"):
         ms.kth_largest(lambda: iter(chunks), [(0, n + 1)], n)
 
@@ -354,7 +360,7 @@ def test_kth_largest_keeps_float64_exact_and_takes_bfloat16():
 
 
 def test_disjoint_mean_ignores_a_zero_weight_model_holding_inf():
-    from merginguriel_plugins.tensor_maths import disjoint_weighted_mean, elect_sign
+    from merginguriel_core.maths.tensors import disjoint_weighted_mean, elect_sign
 
     deltas = [torch.tensor([math.inf, 1.0]), torch.tensor([-1.0, -1.0]), torch.tensor([-1.0, -1.0])]
     weights = torch.tensor([0.0, 0.5, 0.5])
@@ -374,7 +380,8 @@ def test_spherical_mean_of_opposite_vectors_is_undefined():
     ("breadcrumbs", {"gamma": "1"}, "parameter gamma=1.0 of strategy 'breadcrumbs' is out of range"),
     ("della", {"density": "0.9", "epsilon": "0.2"}, "density ± epsilon must lie in (0, 1]"),
     ("ties", {"k": "3"}, "unknown parameter 'k' for strategy 'ties'; allowed: density, scaling"),
-    ("slerp", {"t": "0.3"}, "slerp t=0.3 needs exactly 2 source models, got 3"),
+    ("karcher", {"t": "0.3"}, "karcher t=0.3 needs exactly 2 source models, got 3"),
+    ("slerp", {}, "strategy 'slerp' interpolates exactly 2 models, got 3; use --strategy karcher"),
 ])
 def test_bad_parameters_rejected_before_reading(tmp_path, strategy, params, message):
     with pytest.raises(ConfigError) as error:
@@ -403,6 +410,6 @@ def test_plugins_list_declared_parameters(runner):
     ties = provided["ties"]
     assert ties["reference"] == "https://arxiv.org/abs/2306.01708" and ties["needs_base"] is True
     assert {p["name"]: p["allowed"] for p in ties["params"]} == {"density": "(0, 1]", "scaling": "[0, inf)"}
-    for name in ("task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs", "slerp", "model_stock",
-                 "della", "fisher", "fisher_simple", "regmean"):
+    for name in ("task_arithmetic", "ties", "dare", "dare_linear", "dare_ties", "breadcrumbs", "slerp", "karcher",
+                 "model_stock", "della", "fisher", "fisher_simple", "regmean"):
         assert provided[name]["reference"].startswith("https://")

@@ -13,7 +13,7 @@ import torch
 from conftest import run_cli, installed_registry
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.evaluation import best_overall_zero_shot, best_source
-from merginguriel_plugins.evaluators import accuracy, macro_f1
+from merginguriel_core.maths.metrics import accuracy, macro_f1
 
 SIB200 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sib200"
 PATTERN = "xlm-roberta-base_massive_k_{locale}"

@@ -1,5 +1,7 @@
 """Pure tensor maths behind the built-in merge strategies; no plugin wiring here.
 
+(Was ``merginguriel_plugins.tensor_maths``.)
+
 Conventions: ``deltas`` are task vectors θᵢ − θ_base stacked as (K, ...), ``weights`` is a
 (K,) tensor of non-negative per-model weights (the URIEL weights, summing to 1).
 """

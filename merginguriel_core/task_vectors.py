@@ -1,4 +1,8 @@
-"""Built-in task-vector strategies: one configurable class covers the family.
+"""The task-vector family of merge strategies: one configurable class covers every member.
+
+(Was ``merginguriel_plugins.task_vectors``.) Each member is registered by the built-in
+plugin of its method family (``plugins/task_arithmetic.py``, ``ties.py``, ``dare.py``,
+``breadcrumbs.py``, ``della.py``); a third-party plugin can configure its own member.
 
 Every member computes task vectors δᵢ = θᵢ − θ_base, optionally sparsifies each one
 (magnitude top-k, random drop, magnitude band, magnitude-ranked sampling), optionally keeps
@@ -9,7 +13,7 @@ and adds the result, scaled by λ (``scaling``), back to the base:
 |-------------------|-------------------------------------|----------------------------------|
 | task_arithmetic   | none                                | Σ wᵢ δᵢ                          |
 | ties              | top ``density`` by magnitude        | sign election, weighted disjoint mean |
-| dare_linear       | random drop, rescale 1/density      | Σ wᵢ δ̃ᵢ                          |
+| dare, dare_linear | random drop, rescale 1/density      | Σ wᵢ δ̃ᵢ                          |
 | dare_ties         | random drop, rescale 1/density      | sign election, weighted disjoint mean |
 | breadcrumbs       | drop top ``gamma`` and the smallest | Σ wᵢ δ̃ᵢ                          |
 | breadcrumbs_ties  | drop top ``gamma`` and the smallest | sign election, weighted disjoint mean |
@@ -24,26 +28,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from merginguriel_core import hookimpl
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import Chunk, MergeStrategy, TensorJob
+from merginguriel_core.maths import tensors
+from merginguriel_core.maths.magnitude import kth_largest
 from merginguriel_core.params import Param
-from merginguriel_plugins import tensor_maths as tm
-from merginguriel_plugins.magnitude_select import kth_largest
+
+if TYPE_CHECKING:
+    from merginguriel_core.interfaces import LabelledData
 
 SCALING = Param("scaling", float, 1.0, "λ: multiplies the combined task vector before it is added to the base", minimum=0.0)
 
 
-def _density(default: float, meaning: str) -> Param:
+def density_param(default: float, meaning: str) -> Param:
+    """The ``density`` param of a member: a fraction in (0, 1]."""
     return Param("density", float, default, meaning, minimum=0.0, min_inclusive=False, maximum=1.0)
 
 
 @dataclass(frozen=True)
-class _Thresholds:
+class Thresholds:
     """Per-model magnitude band [low, high) of one tensor."""
 
     low: torch.Tensor
@@ -51,7 +58,13 @@ class _Thresholds:
 
 
 class TaskVectorStrategy(MergeStrategy):
-    """A member of the task-vector family, configured by sparsification and consensus."""
+    """A member of the task-vector family, configured by sparsification and consensus.
+
+    ``sparsification``: ``None`` (task arithmetic), ``"magnitude"`` (TIES' top-k),
+    ``"random"`` (DARE's drop and rescale), ``"breadcrumbs"`` (a magnitude band) or
+    ``"della"`` (MagPrune sampling); ``consensus``: TIES' sign election and disjoint mean
+    instead of the weighted sum. ``params`` are the member's own; ``scaling`` is added.
+    """
 
     needs_base = True
 
@@ -65,7 +78,7 @@ class TaskVectorStrategy(MergeStrategy):
         self.random = sparsification in ("random", "della")  # DARE and DELLA draw their masks
         self.params = (*params, SCALING)
 
-    def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
+    def check(self, params: Mapping[str, Any], num_models: int, data: LabelledData | None) -> None:
         if self.sparsification == "della":
             density, epsilon = params["density"], params["epsilon"]
             if not (density - epsilon > 0 and density + epsilon <= 1):
@@ -75,7 +88,7 @@ class TaskVectorStrategy(MergeStrategy):
                 )
 
     # ---------------------------------------------------------------- first pass
-    def tensor_statistics(self, job: TensorJob) -> _Thresholds | None:
+    def tensor_statistics(self, job: TensorJob) -> Thresholds | None:
         if not job.has_base or self.sparsification not in ("magnitude", "breadcrumbs"):
             return None
         numel = math.prod(job.shape) if job.shape else 1
@@ -89,7 +102,7 @@ class TaskVectorStrategy(MergeStrategy):
 
         if self.sparsification == "magnitude":
             low = kth_largest(magnitudes, [(i, keep) for i in range(k)], numel)
-            return _Thresholds(torch.tensor(low), torch.full((k,), math.inf))
+            return Thresholds(torch.tensor(low), torch.full((k,), math.inf))
         top = int(job.params["gamma"] * numel)
         top = max(0, min(top, numel - keep))
         values = kth_largest(magnitudes, [(i, r) for i in range(k) for r in (top, top + keep)], numel)
@@ -101,32 +114,32 @@ class TaskVectorStrategy(MergeStrategy):
             for i, m in enumerate(chunk_magnitudes):
                 kept_nonzero[i] += int(((m >= low[i]) & (m < high[i]) & (m > 0)).sum())
         high = torch.where(kept_nonzero > 0, high, torch.full_like(high, math.inf))
-        return _Thresholds(low, high)
+        return Thresholds(low, high)
 
     # ---------------------------------------------------------------- merge pass
-    def merge_chunk(self, chunk: Chunk, statistics: _Thresholds | None) -> torch.Tensor:
+    def merge_chunk(self, chunk: Chunk, statistics: Thresholds | None) -> torch.Tensor:
         if chunk.base is None:
-            return tm.weighted_average(chunk.sources, chunk.weights)
+            return tensors.weighted_average(chunk.sources, chunk.weights)
         params = chunk.params
         deltas = []
         for index, source in enumerate(chunk.sources):
             delta = source - chunk.base
             if self.sparsification in ("magnitude", "breadcrumbs"):
-                delta.mul_(tm.magnitude_band_mask(delta, float(statistics.low[index]), float(statistics.high[index])))
+                delta.mul_(tensors.magnitude_band_mask(delta, float(statistics.low[index]), float(statistics.high[index])))
             elif self.sparsification == "random":
                 density = params["density"]
-                delta.mul_(tm.dare_mask(delta.shape, density, chunk.generator, delta.device))
+                delta.mul_(tensors.dare_mask(delta.shape, density, chunk.generator, delta.device))
                 if params["rescale"]:
                     delta.div_(density)
             elif self.sparsification == "della":
-                keep = tm.della_keep_probabilities(delta, params["density"], params["epsilon"])
+                keep = tensors.della_keep_probabilities(delta, params["density"], params["epsilon"])
                 draws = torch.rand(delta.shape, generator=chunk.generator, device=delta.device)
                 delta = torch.where(draws < keep, delta / keep, 0.0)
             deltas.append(delta)
         if self.consensus:
-            combined = tm.disjoint_weighted_mean(deltas, chunk.weights, tm.elect_sign(deltas, chunk.weights))
+            combined = tensors.disjoint_weighted_mean(deltas, chunk.weights, tensors.elect_sign(deltas, chunk.weights))
         else:
-            combined = tm.weighted_sum(deltas, chunk.weights)
+            combined = tensors.weighted_sum(deltas, chunk.weights)
         return combined.mul_(params["scaling"]).add_(chunk.base)
 
 
@@ -135,43 +148,3 @@ GAMMA = Param("gamma", float, 0.01, "fraction of the largest-magnitude entries d
               minimum=0.0, maximum=1.0, max_inclusive=False)
 EPSILON = Param("epsilon", float, 0.15, "spread of keep probabilities around density, by magnitude rank",
                 minimum=0.0, min_inclusive=False, maximum=0.5)
-
-STRATEGIES = (
-    TaskVectorStrategy(
-        "task_arithmetic", "θ_base + λ·Σ wᵢ(θᵢ − θ_base): weighted task arithmetic.",
-        "https://arxiv.org/abs/2212.04089", None, False, ()),
-    TaskVectorStrategy(
-        "ties", "TIES: trim each task vector to its top-density magnitudes, elect signs, weighted disjoint mean.",
-        "https://arxiv.org/abs/2306.01708", "magnitude", True,
-        (_density(0.2, "fraction of each task vector kept, by magnitude"),)),
-    TaskVectorStrategy(
-        "dare_linear", "DARE: drop task-vector entries with probability 1 − density, rescale, weighted sum.",
-        "https://arxiv.org/abs/2311.03099", "random", False,
-        (_density(0.5, "probability that an entry of a task vector survives"), RESCALE)),
-    TaskVectorStrategy(
-        "dare_ties", "DARE drop-and-rescale, then TIES sign election and weighted disjoint mean.",
-        "https://arxiv.org/abs/2311.03099", "random", True,
-        (_density(0.5, "probability that an entry of a task vector survives"), RESCALE)),
-    TaskVectorStrategy(
-        "breadcrumbs", "Model Breadcrumbs: drop each task vector's largest (gamma) and smallest entries, weighted sum.",
-        "https://arxiv.org/abs/2312.06795", "breadcrumbs", False,
-        (_density(0.9, "fraction of each task vector kept, below the gamma outliers"), GAMMA)),
-    TaskVectorStrategy(
-        "breadcrumbs_ties", "Model Breadcrumbs masks, then TIES sign election and weighted disjoint mean.",
-        "https://arxiv.org/abs/2312.06795", "breadcrumbs", True,
-        (_density(0.9, "fraction of each task vector kept, below the gamma outliers"), GAMMA)),
-    TaskVectorStrategy(
-        "della", "DELLA: MagPrune (keep probability grows with magnitude rank), rescale 1/p, elect signs, fuse.",
-        "https://arxiv.org/abs/2406.11617", "della", True,
-        (_density(0.7, "mean keep probability of a task-vector entry"), EPSILON)),
-    TaskVectorStrategy(
-        "della_linear", "DELLA's MagPrune sampling and rescaling, then a weighted sum (no sign election).",
-        "https://arxiv.org/abs/2406.11617", "della", False,
-        (_density(0.7, "mean keep probability of a task-vector entry"), EPSILON)),
-)
-
-
-@hookimpl
-def register_strategies(register):
-    for strategy in STRATEGIES:
-        register(strategy)

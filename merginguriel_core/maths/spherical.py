@@ -1,18 +1,64 @@
-"""Spherical averaging from Gram matrices: SLERP for two models, the weighted Karcher
-(Riemannian) mean for more, and Model Stock's interpolation ratio.
+"""Spherical interpolation from Gram matrices: mergekit's SLERP of two vectors, the weighted
+Karcher (Riemannian) mean of K directions, and Model Stock's interpolation ratio.
 
-All of it works on the K×K Gram matrix of the flattened tensors, which one streaming pass
-accumulates; the merged tensor is then a linear combination Σ aᵢ xᵢ of the sources, written
-in a second pass. No tensor is ever held K times in memory.
+(Was ``merginguriel_plugins.spherical``.) All of it works on the K×K Gram matrix of the
+flattened tensors (:func:`gram_matrix`), which one streaming pass accumulates; the merged
+tensor is then a linear combination Σ aᵢ xᵢ of the sources, written in a second pass. No
+tensor is ever held K times in memory.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Iterable, Sequence
 
 import torch
 
+#: mergekit's threshold: directions whose |cos| exceeds it count as colinear, and SLERP
+#: becomes the linear interpolation of the raw vectors.
+DOT_THRESHOLD = 0.9995
+#: mergekit's: a vector whose norm is at most this is used as it is, not normalised.
+NORM_EPSILON = 1e-8
 _COLINEAR = 1e-7   # angles below this (radians) count as the same direction
+
+
+def gram_matrix(pieces: Iterable[Sequence[torch.Tensor]], k: int) -> torch.Tensor:
+    """⟨xᵢ, xⱼ⟩ of K vectors that arrive in aligned pieces (each a sequence of K tensors of one
+    shape, e.g. the same rows of K models), summed over the pieces: (K, K) float64 on the CPU.
+
+    The products are taken in float64: angles between close fine-tunes need the precision.
+    """
+    gram = torch.zeros(k, k, dtype=torch.float64)
+    for piece in pieces:
+        rows = torch.stack(list(piece)).reshape(k, -1).to(torch.float64)
+        gram += (rows @ rows.T).cpu()
+    return gram
+
+
+def slerp_coefficients(gram: torch.Tensor, t: float) -> tuple[float, float]:
+    """(s₀, s₁) with s₀·v₀ + s₁·v₁ = mergekit's ``slerp(t, v₀, v₁)``, from the 2×2 Gram matrix.
+
+    mergekit treats each tensor as one flat vector. It takes the cosine of the angle θ
+    between the directions v/|v| (a vector of norm at most :data:`NORM_EPSILON` is used
+    unnormalised); where |cos θ| > :data:`DOT_THRESHOLD` the vectors count as colinear and
+    the result is the linear interpolation (1 − t)·v₀ + t·v₁; otherwise it interpolates the
+    **raw** vectors with the angle of their directions:
+
+        slerp = sin((1 − t)θ)/sin θ · v₀ + sin(tθ)/sin θ · v₁.
+
+    Args:
+        gram: (2, 2) Gram matrix ⟨vᵢ, vⱼ⟩ (float64 recommended).
+        t: 0 gives v₀, 1 gives v₁ (mergekit's ``t``: the weight of the second vector).
+    """
+    gram = gram.to(torch.float64)
+    norms = [math.sqrt(max(float(gram[i, i]), 0.0)) for i in (0, 1)]
+    scale = [n if n > NORM_EPSILON else 1.0 for n in norms]
+    cos = float(gram[0, 1]) / (scale[0] * scale[1])
+    if abs(cos) > DOT_THRESHOLD:
+        return 1.0 - t, t
+    theta = math.acos(cos)
+    sin_theta = math.sin(theta)
+    return math.sin((1 - t) * theta) / sin_theta, math.sin(t * theta) / sin_theta
 
 
 def spherical_coefficients(gram: torch.Tensor, weights: torch.Tensor, max_iter: int = 100,
@@ -20,9 +66,11 @@ def spherical_coefficients(gram: torch.Tensor, weights: torch.Tensor, max_iter: 
     """Coefficients a with Σ aᵢ xᵢ = the weighted spherical mean of K vectors.
 
     The direction is the weighted Karcher mean of the unit vectors uᵢ = xᵢ/|xᵢ| on the
-    sphere (for K=2 with weights (1−t, t) this is exactly SLERP at t); the length is the
-    weighted mean of the norms Σ wᵢ|xᵢ|. The mean m = Σ cⱼ uⱼ stays in the span of the
-    sources, so the Riemannian gradient iteration runs on the Gram matrix alone.
+    sphere (for K=2 with weights (1−t, t) this is SLERP of the directions at t); the length
+    is the weighted mean of the norms Σ wᵢ|xᵢ| (the ``karcher`` strategy; mergekit's SLERP,
+    which interpolates the raw vectors, is :func:`slerp_coefficients`). The mean
+    m = Σ cⱼ uⱼ stays in the span of the sources, so the Riemannian gradient iteration runs
+    on the Gram matrix alone.
 
     Args:
         gram: (K, K) float64 Gram matrix ⟨xᵢ, xⱼ⟩.
@@ -45,7 +93,7 @@ def spherical_coefficients(gram: torch.Tensor, weights: torch.Tensor, max_iter: 
     if float(angles.max()) < _COLINEAR:
         return None
     scale = float((w * norms).sum())
-    if int(active.sum()) == 2:  # SLERP, in closed form
+    if int(active.sum()) == 2:  # SLERP of the two directions, in closed form
         i, j = torch.nonzero(active).flatten().tolist()
         t = float(w[j] / (w[i] + w[j]))
         omega = float(torch.arccos(unit[i, j].clamp(-1, 1)))

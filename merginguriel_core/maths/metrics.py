@@ -1,11 +1,11 @@
-"""Built-in evaluators: accuracy and macro-F1 over predicted and gold label ids."""
+"""Metrics from predicted and gold label ids: the maths of the built-in evaluators.
+
+(Was part of ``merginguriel_plugins.evaluators``.) ``numpy`` arrays of label ids in, floats out.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-
-from merginguriel_core import hookimpl
-from merginguriel_core.interfaces import Evaluator
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -25,25 +25,3 @@ def macro_f1(predictions: np.ndarray, labels: np.ndarray, num_labels: int) -> fl
             continue
         scores.append(2 * true_positive / (predicted + actual))
     return float(np.mean(scores)) if scores else 0.0
-
-
-class Accuracy(Evaluator):
-    name = "accuracy"
-    description = "Fraction of examples whose predicted label is the gold label."
-
-    def evaluate(self, predictions, labels, num_labels):
-        return {"accuracy": accuracy(predictions, labels)}
-
-
-class MacroF1(Evaluator):
-    name = "macro_f1"
-    description = "Mean of per-class F1 (classes present in gold or predictions)."
-
-    def evaluate(self, predictions, labels, num_labels):
-        return {"macro_f1": macro_f1(predictions, labels, num_labels)}
-
-
-@hookimpl
-def register_evaluators(register):
-    register(Accuracy())
-    register(MacroF1())

@@ -1,5 +1,7 @@
 """Exact k-th largest magnitudes of tensors streamed in chunks, without sorting them.
 
+(Was ``merginguriel_plugins.magnitude_select``.)
+
 The answer is always exact; how fast it comes depends on a random sample (Floyd & Rivest's
 idea, "Expected time bounds for selection", CACM 1975):
 
@@ -20,6 +22,7 @@ by the low 16 bits inside the one bucket that holds the answer finds it exactly.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -45,13 +48,55 @@ def kth_largest(passes: Passes, queries: Sequence[tuple[int, int]], numel: int) 
         One float per query (``inf`` for ``k == 0``, meaning "nothing is that large").
     """
     results = [math.inf] * len(queries)
+    active = _active_queries(queries, numel)
+    if not active:
+        return results
+    sampled = _sample(passes, sorted({stream for _, stream, _ in active}), numel)
+    if sampled.whole:  # the sample is every value: select in it directly
+        for q, stream, k in active:
+            results[q] = _kth_of_array(sampled.values[stream], k)
+        return results
+    windows = {q: _window(sampled.values[stream], k, numel) for q, stream, k in active}
+    if sampled.only_chunk is not None:  # the whole tensor is in memory: resolve each window on it
+        for q, stream, k in active:
+            results[q] = _kth_in_memory(sampled.only_chunk[stream].reshape(-1), k, windows[q])
+        return results
+    missed = _resolve_windows(passes, active, windows, results)
+    if missed:
+        found = _radix_select(passes, [(stream, k) for _, stream, k in missed])
+        for (q, _, _), value in zip(missed, found):
+            results[q] = value
+    return results
+
+
+#: One query of :func:`kth_largest`: its position in the answer, its stream and its rank k.
+_Query = tuple[int, int, int]
+
+
+@dataclass
+class _Sampled:
+    """What the first pass over the chunks found."""
+
+    #: stream -> its sample (every value when ``whole``).
+    values: dict[int, np.ndarray]
+    #: Whether the streams are small enough that the sample holds every value.
+    whole: bool
+    #: The chunk, when the streams came in exactly one (then they are all in memory).
+    only_chunk: Sequence[torch.Tensor] | None
+
+
+def _active_queries(queries: Sequence[tuple[int, int]], numel: int) -> list[_Query]:
+    """The queries with ``k > 0`` as ``(position, stream, k)``; a ``k`` above ``numel`` is an error."""
     active = [(q, stream, k) for q, (stream, k) in enumerate(queries) if k > 0]
     for _, stream, k in active:
         if k > numel:
             raise ValueError(f"k={k} exceeds the {numel} values of stream {stream}")
-    if not active:
-        return results
-    streams = sorted({stream for _, stream, _ in active})
+    return active
+
+
+def _sample(passes: Passes, streams: Sequence[int], numel: int) -> _Sampled:
+    """One pass: a uniform random sample of each stream (all of it when ``numel <= SAMPLE``),
+    checking that the chunks hold exactly ``numel`` values."""
     generator = torch.Generator().manual_seed(0)  # only the speed depends on the draw
     # Buffers that live across chunks are allocated once, up front: many small long-lived
     # tensors between the chunk buffers would fragment the heap (gigabytes on a 1 GB model).
@@ -79,25 +124,41 @@ def kth_largest(passes: Passes, queries: Sequence[tuple[int, int]], numel: int) 
     if seen != numel:
         raise ValueError(f"the chunks hold {seen} values, not the {numel} announced")
     drawn = {s: samples[s][:filled].cpu().numpy() for s in streams}
-    del samples
-    if whole:
-        for q, stream, k in active:
-            results[q] = _kth_of_array(drawn[stream], k)
-        return results
-    windows = {q: _window(drawn[stream], k, numel) for q, stream, k in active}
-    if chunks == 1:  # the whole tensor is in memory: resolve each window on it directly
-        missed = []
-        for q, stream, k in active:
-            above, picked = _split(first[stream].reshape(-1), *windows[q][:2])
-            if 0 < k - above <= picked.numel():
-                results[q] = float(picked.kthvalue(picked.numel() - (k - above) + 1).values)
-            else:
-                missed.append((q, stream, k))
-        for q, stream, k in missed:
-            values = first[stream].reshape(-1)
-            results[q] = float(values.kthvalue(values.numel() - k + 1).values)
-        return results
-    del first
+    return _Sampled(drawn, whole, first)
+
+
+def _kth_in_memory(values: torch.Tensor, k: int, window: tuple[float, float, float]) -> float:
+    """The k-th largest of ``values`` (flat, in memory): from the window when it holds the
+    answer, else by a selection over all of them."""
+    above, picked = _split(values, *window[:2])
+    if 0 < k - above <= picked.numel():
+        return float(picked.kthvalue(picked.numel() - (k - above) + 1).values)
+    return float(values.kthvalue(values.numel() - k + 1).values)
+
+
+def _resolve_windows(passes: Passes, active: Sequence[_Query], windows: dict[int, tuple[float, float, float]],
+                     results: list[float]) -> list[_Query]:
+    """A second pass: count the values above each window and collect those inside it; fill
+    ``results`` for the queries whose window holds the answer and return the others."""
+    above, counted, inside = _count_windows(passes, active, windows)
+    missed = []
+    for q, stream, k in active:
+        rank = k - above[q]
+        if inside[q] is None or not 0 < rank <= counted[q]:
+            missed.append((q, stream, k))
+            continue
+        if windows[q][0] == windows[q][1]:  # every value in the window equals lo == hi
+            results[q] = windows[q][0]
+            continue
+        values = inside[q][:counted[q]]
+        results[q] = float(values.kthvalue(values.numel() - rank + 1).values)
+    return missed
+
+
+def _count_windows(passes: Passes, active: Sequence[_Query], windows: dict[int, tuple[float, float, float]]
+                   ) -> tuple[dict[int, int], dict[int, int], dict[int, torch.Tensor | None]]:
+    """Per query: how many values lie above its window, how many inside, and those inside
+    (``None`` when far more than expected: heavy ties, left to the exact fallback)."""
     above = {q: 0 for q, _, _ in active}
     counted = {q: 0 for q, _, _ in active}
     inside: dict[int, torch.Tensor | None] = {}
@@ -117,23 +178,7 @@ def kth_largest(passes: Passes, queries: Sequence[tuple[int, int]], numel: int) 
                 inside[q] = None  # far more ties than expected: count exactly instead
             above[q] += count
             counted[q] += picked.numel()
-    missed = []
-    for q, stream, k in active:
-        rank = k - above[q]
-        if inside[q] is None or not 0 < rank <= counted[q]:
-            missed.append((q, stream, k))
-            continue
-        if windows[q][0] == windows[q][1]:  # every value in the window equals lo == hi
-            results[q] = windows[q][0]
-            continue
-        values = inside[q][:counted[q]]
-        results[q] = float(values.kthvalue(values.numel() - rank + 1).values)
-    del inside
-    if missed:
-        found = _radix_select(passes, [(stream, k) for _, stream, k in missed])
-        for (q, _, _), value in zip(missed, found):
-            results[q] = value
-    return results
+    return above, counted, inside
 
 
 def _kth_of_array(values: np.ndarray, k: int) -> float:
