@@ -10,9 +10,10 @@ import typer
 
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.languages import MASSIVE_LOCALES, resolve_language
-from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
+from merginguriel_core.merge import run_merge
+from merginguriel_core.plan import plan_merge
 from merginguriel_core.plugins import get_registry
-from merginguriel_core.selection import select_sources
+from merginguriel_core.selection import SelectionOptions
 from merginguriel_core.zoo import build_zoo
 
 _MARKER = ".mu-demo"
@@ -36,25 +37,16 @@ def demo(
         (zoo / _MARKER).touch()
     (output / _MARKER).touch()
 
-    registry = get_registry()
-    selection = select_sources(
-        registry.get("weighting", "uriel"), target=target, available=MASSIVE_LOCALES, num_languages=num_languages
-    )
     merged = output / f"merged-{target}"
-    pattern = "xlm-roberta-base_massive_k_{locale}"
-    summary = run_merge(
-        MergeRequest(
-            sources=[SourceModel(loc, zoo / pattern.format(locale=loc), w) for loc, w in selection.result.weights],
-            strategy=registry.get("strategy", strategy),
-            output=merged,
-            base=zoo / "base",
-            overwrite=True,
-            progress=False,
-            details={"target": target, "weighting": "uriel", "weighting_details": selection.result.details},
-        )
-    )
+    models = {loc: zoo / f"xlm-roberta-base_massive_k_{loc}" for loc in MASSIVE_LOCALES}
+    chosen = get_registry().get("strategy", strategy)
+    plan = plan_merge(merged, strategy=chosen, selection=SelectionOptions(target=target, num_languages=num_languages),
+                      models=models, base_model=zoo / "base" if chosen.needs_base else None, overwrite=True,
+                      progress=False, registry=get_registry())
+    summary = run_merge(plan)
+    selection = plan.selection
     typer.echo(f"URIEL (syntax_knn) sources for {target} ({resolve_language(target).name}):")
-    for locale, weight in selection.result.weights:
+    for locale, weight in selection.weights:
         typer.echo(f"  {locale:<8} {resolve_language(locale).name:<22} weight {weight:.4f}")
     typer.echo(f"Merged with {strategy} in {summary.seconds:.2f} s -> {merged}")
     typer.echo(_classify(merged))

@@ -11,15 +11,12 @@ import typer
 
 from merginguriel_core.ensemble import run_ensemble
 from merginguriel_core.errors import ConfigError
-from merginguriel_core.evaluation import LogitsCache, Predictor, default_cache_dir
-from merginguriel_core.merge import resolve_device
-from merginguriel_core.models import resolve_location
 from merginguriel_core.outputs import OutputLock
+from merginguriel_core.plan import data_location, plan_ensemble
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
-from merginguriel_cli.evaluate import evaluator_plugins
 from merginguriel_cli.results import check_results_folder, write_json_atomically, write_text_atomically
-from merginguriel_cli.selecting import choose_sources, print_selection
+from merginguriel_cli.selecting import print_selection
 
 if TYPE_CHECKING:  # pandas is imported where it is used: it costs every `mu` call ~0.5 s
     import pandas as pd
@@ -27,11 +24,6 @@ if TYPE_CHECKING:  # pandas is imported where it is used: it costs every `mu` ca
 
 #: The files `mu compare-ensembles` writes into --output.
 COMPARISON_FILES = ("comparison.csv", "comparison.json", "comparison.md")
-
-def _predictor(cache_dir, no_cache, device, batch_size, max_length, progress) -> Predictor:
-    return Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
-                     batch_size, max_length, progress)
-
 
 def ensemble(
     ctx: typer.Context,
@@ -67,27 +59,20 @@ def ensemble(
     """Ensemble the sources `mu merge` would select (same options, same weights) on --target-lang's split."""
     import pandas as pd
 
-    registry_ = get_registry()
-    method = registry_.get("voting_method", voting_method)
-    data = registry_.get("dataset", dataset)
-    chosen = evaluator_plugins(evaluators)
-    location = opt.data_location(data_dir, data_file)
     if predictions is not None and (predictions.exists() or not predictions.parent.is_dir()):
         raise ConfigError(f"--predictions {predictions} exists or its folder does not; choose a new file")
-    selection, refs = choose_sources(
-        target_lang=target_lang, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
-        num_languages=num_languages, include_target=include_target, features=features,
-        similarity_matrix=similarity_matrix, source_langs=source_langs, weights=weights,
-        weighting_params=weighting_param, models=models, model_pattern=model_pattern, registry=registry, model=model,
+    if target_lang is None:
+        raise ConfigError("mu ensemble needs --target-lang")
+    plan = plan_ensemble(
+        selection=opt.selection_options(ctx), models=opt.model_sources(ctx), method=voting_method, dataset=dataset,
+        data_dir=data_dir, data_file=data_file, split=split,
+        evaluators=opt.split_list(evaluators) or None, batch_size=batch_size, max_length=max_length, device=device,
+        cache_dir=cache_dir, no_cache=no_cache, progress=progress, registry=get_registry(),
         given=opt.given_options(ctx),
     )
-    if selection.target is None:
-        raise ConfigError("mu ensemble needs --target-lang")
-    print_selection(selection, refs)
-    folders = {loc: resolve_location(ref.location) for loc, ref in refs.items()}
-    predictor = _predictor(cache_dir, no_cache, device, batch_size, max_length, progress)
-    result = run_ensemble(target=selection.target, sources=selection.result.weights, models=folders, method=method,
-                          dataset=data, location=location, split=split, evaluators=chosen, predictor=predictor)
+    print_selection(plan.selection, locations=plan.models)
+    predictor = plan.predictor()
+    result = run_ensemble(plan, predictor)
     if predictions is not None:
         labels = result.label_space
         rows = pd.DataFrame({"text": result.examples.texts, "gold": result.examples.labels,
@@ -133,37 +118,22 @@ def compare_ensembles(
 
     registry_ = get_registry()
     methods = [registry_.get("voting_method", name) for name in opt.split_list(voting_methods) or registry_.names("voting_method")]
-    data = registry_.get("dataset", dataset)
-    evaluators = evaluator_plugins(None)
-    location = opt.data_location(data_dir, data_file)
-    check_results_folder(output, COMPARISON_FILES, overwrite, [models, registry, location])
+    check_results_folder(output, COMPARISON_FILES, overwrite, [models, registry, data_location(data_dir, data_file)])
     with OutputLock(output):  # a second run to the same --output fails at once, naming this one
-        predictor = _predictor(cache_dir, no_cache, device, batch_size, max_length, progress)
-        started = time.perf_counter()
-        rows, folders = [], None
+        started, rows, predictor = time.perf_counter(), [], None
         for target in opt.split_list(target_langs):
-            selection, refs = choose_sources(
-                target_lang=target, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
-                num_languages=num_languages, include_target=include_target, features=features,
-                similarity_matrix=similarity_matrix, source_langs=source_langs, weights=weights,
-                weighting_params=weighting_param,
-                models=models, model_pattern=model_pattern, registry=registry, model=model,
-                given=opt.given_options(ctx),
-            )
-            for note in selection.result.notes:
-                typer.echo(f"Note ({selection.target}): {note}", err=True)
-            folders = folders or {loc: resolve_location(ref.location) for loc, ref in refs.items()}
             for method in methods:
-                result = run_ensemble(target=selection.target, sources=selection.result.weights, models=folders,
-                                      method=method, dataset=data, location=location, split=split, evaluators=evaluators,
-                                      predictor=predictor)
-                rows.append({
-                    "target": result.target, "voting_method": method.name, "accuracy": result.metrics["accuracy"],
-                    "macro_f1": result.metrics.get("macro_f1"), "sources": " ".join(l for l, _ in result.sources),
-                    "best_source": result.best_source[0], "best_source_accuracy": result.best_source[1],
-                    "best_zero_shot": result.best_zero_shot[0] if result.best_zero_shot else None,
-                    "best_zero_shot_accuracy": result.best_zero_shot[1] if result.best_zero_shot else None,
-                })
+                plan = plan_ensemble(
+                    selection=opt.selection_options(ctx, target=target), models=opt.model_sources(ctx), method=method,
+                    dataset=dataset, data_dir=data_dir, data_file=data_file, split=split, batch_size=batch_size,
+                    max_length=max_length, device=device, cache_dir=cache_dir, no_cache=no_cache, progress=progress,
+                    registry=registry_, given=opt.given_options(ctx),
+                )
+                if predictor is None:  # one predictor for every run: each model runs on each split once
+                    predictor = plan.predictor()
+                    for note in plan.selection.notes:
+                        typer.echo(f"Note ({plan.target}): {note}", err=True)
+                rows.append(comparison_row(run_ensemble(plan, predictor)))
         table = pd.DataFrame(rows)
         summary = summarise(table)
         wall = time.perf_counter() - started
@@ -179,6 +149,17 @@ def compare_ensembles(
     typer.echo(markdown)
     typer.echo(f"{len(rows)} runs, {predictor.forward_passes} forward passes, {predictor.cache_hits} cached, "
                f"{wall:.1f} s -> {output}")
+
+
+def comparison_row(result) -> dict:
+    """One row of comparison.csv: a (target, voting method) result next to its baselines."""
+    return {
+        "target": result.target, "voting_method": result.method, "accuracy": result.metrics["accuracy"],
+        "macro_f1": result.metrics.get("macro_f1"), "sources": " ".join(l for l, _ in result.sources),
+        "best_source": result.best_source[0], "best_source_accuracy": result.best_source[1],
+        "best_zero_shot": result.best_zero_shot[0] if result.best_zero_shot else None,
+        "best_zero_shot_accuracy": result.best_zero_shot[1] if result.best_zero_shot else None,
+    }
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:

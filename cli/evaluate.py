@@ -9,20 +9,17 @@ from typing import Annotated, Optional
 import typer
 
 from merginguriel_core.errors import ConfigError
-from merginguriel_core.evaluation import (
-    LogitsCache, Predictor, check_batching, default_cache_dir, gold_ids, label_space_for, score,
-)
-from merginguriel_core.languages import resolve_language
+from merginguriel_core.evaluation import check_batching
 from merginguriel_core.merge import resolve_device
+from merginguriel_core import plan as door
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
 from merginguriel_cli.results import write_json_atomically
 
 
 def evaluator_plugins(names: Optional[list[str]]):
-    registry = get_registry()
-    chosen = opt.split_list(names) or registry.names("evaluator")
-    return [registry.get("evaluator", name) for name in chosen]
+    """The evaluators named in ``--evaluators`` (default: all installed)."""
+    return list(door.evaluator_objects(opt.split_list(names) or None, get_registry()))
 
 
 def evaluate(
@@ -41,25 +38,11 @@ def evaluate(
     device: opt.Device = "auto",
 ) -> None:
     """Accuracy and macro-F1 (or the chosen --evaluators) of --model on --locale's --split, as JSON."""
-    check_batching(batch_size, max_length)
-    data = get_registry().get("dataset", dataset)
-    chosen = evaluator_plugins(evaluators)
     if output is not None and output.exists():
         raise ConfigError(f"--output {output} already exists; choose another path")
-    if not model.is_dir():
-        raise ConfigError(f"--model {model} is not a folder")
-    location = opt.data_location(data_dir, data_file)
-    code = resolve_language(locale).locale
-    examples = data.load(location, code, split)
-    label_space = label_space_for(data, location, [model])
-    predictor = Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
-                          batch_size, max_length)
-    logits = predictor.logits(model, examples, label_space)
-    result = {
-        "model": str(model), "dataset": dataset, "data": location or data.hub_id, "locale": code, "split": split,
-        "examples": len(examples), "cached": predictor.cache_hits > 0,
-        **score(logits.argmax(-1), gold_ids(examples, label_space), len(label_space), chosen),
-    }
+    result = door.evaluate(model, dataset, locale, data_dir=data_dir, data_file=data_file, split=split,
+                           evaluators=opt.split_list(evaluators) or None, batch_size=batch_size, max_length=max_length,
+                           device=device, cache_dir=cache_dir, no_cache=no_cache, registry=get_registry())
     if output is not None:
         write_json_atomically(output, result, replace=False)
     typer.echo(json.dumps(result, indent=2))

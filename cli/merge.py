@@ -1,4 +1,5 @@
-"""``mu merge``: choose sources and weights, then stream-merge them into one model."""
+"""``mu merge``: plan the merge from the options (:func:`~merginguriel_core.plan.plan_merge`), print
+the sources, run the plan."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from merginguriel_core.errors import ConfigError
-from merginguriel_core.io import parse_size
-from merginguriel_core.merge import MergeRequest, SourceModel, check_plan, check_strategy_options, run_merge
-from merginguriel_core.models import resolve_location
+from merginguriel_core.interfaces import LabelledData
+from merginguriel_core.merge import run_merge
 from merginguriel_core.params import parse_assignments
+from merginguriel_core.plan import fetch_models, plan_merge
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
-from merginguriel_cli.selecting import choose_sources, print_selection
+from merginguriel_cli.selecting import print_selection
 
 
 def merge(
@@ -42,8 +42,6 @@ def merge(
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset plugin of --data-dir for fisher/regmean.")] = "sib200",
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Labelled data for fisher/regmean: a local dataset copy (e.g. SIB-200 folders); each model uses its own language's train split.")] = None,
     data_file: Annotated[Optional[Path], typer.Option("--data-file", help="Labelled data for fisher/regmean: one CSV/TSV/JSONL (text and label columns) for every model.")] = None,
-    fisher_examples: Annotated[int, typer.Option("--fisher-examples", help="Examples per model for the Fisher information.")] = 256,
-    regmean_examples: Annotated[int, typer.Option("--regmean-examples", help="Examples per model for RegMean's Gram matrices.")] = 256,
     stats_dir: Annotated[Optional[Path], typer.Option("--stats-dir", help="Where per-model statistics are stored and reused (default ~/.cache/merginguriel/statistics).")] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Token limit per example when computing statistics.")] = 128,
     device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
@@ -57,79 +55,26 @@ def merge(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Merge source models into one for --target-lang, weighted by --weighting."""
-    strategy_plugin = get_registry().get("strategy", strategy)
-    get_registry().get("dataset", dataset)
-    given = opt.given_options(ctx)
-    check_strategy_options(strategy_plugin, given, [get_registry().get("strategy", n) for n in get_registry().names("strategy")])
-    selection, refs = choose_sources(
-        target_lang=target_lang, weighting=weighting, top_k=top_k, sinkhorn_iters=sinkhorn_iters,
-        num_languages=num_languages, include_target=include_target, features=features,
-        similarity_matrix=similarity_matrix, source_langs=source_langs, weights=weights,
-        weighting_params=weighting_param, models=models, model_pattern=model_pattern,
-        registry=registry, model=model, given=given,
+    data = None
+    if data_dir is not None or data_file is not None:
+        data = LabelledData(dataset, data_dir, data_file, max_length=max_length, seed=seed, stats_dir=stats_dir)
+    plan = plan_merge(
+        output, strategy=strategy, selection=opt.selection_options(ctx), models=opt.model_sources(ctx),
+        params=parse_assignments(param or (), "--param"), base_model=base_model, data=data, device=device,
+        dtype=dtype, chunk_size=chunk_size, max_shard_size=max_shard_size, overwrite=overwrite, seed=seed,
+        progress=progress, registry=get_registry(), given=opt.given_options(ctx), fetch=False,
     )
-    if base_model is None and strategy_plugin.needs_base:
-        base_model = _default_base([locale for locale, _ in selection.result.weights], refs)
-    request = MergeRequest(
-        sources=[SourceModel(locale, Path(refs[locale].location), weight) for locale, weight in selection.result.weights],
-        strategy=strategy_plugin,
-        output=output,
-        params=parse_assignments(param or (), "--param"),
-        base=Path(base_model) if base_model else None,
-        device=device,
-        dtype=dtype,
-        chunk_bytes=None if chunk_size == "auto" else parse_size(chunk_size),
-        max_shard_bytes=parse_size(max_shard_size),
-        overwrite=overwrite,
-        seed=seed,
-        progress=progress,
-        options={
-            "dataset": dataset, "data_dir": data_dir, "data_file": data_file, "fisher_examples": fisher_examples,
-            "regmean_examples": regmean_examples, "stats_dir": stats_dir, "max_length": max_length, "seed": seed,
-        },
-        details={
-            "target": selection.target,
-            "weighting": selection.weighting,
-            "weighting_details": selection.result.details,
-        },
-    )
-    # Everything checkable without model files is checked before any model is fetched or read.
-    check_plan(request)
-    print_selection(selection, refs)
+    print_selection(plan.selection, plan)
     if dry_run:
         typer.echo("Dry run: nothing merged.")
         return
-    request.sources = [_fetched(s, refs[s.locale].location) for s in request.sources]
-    if base_model:
-        request.base = resolve_location(base_model)
-        if str(request.base) != base_model:
-            request.details["base_model_origin"] = base_model
-    summary = run_merge(request)
+    summary = run_merge(fetch_models(plan))
     typer.echo(
         f"Merged {summary.tensors} tensors ({summary.bytes_written / 1e6:.1f} MB per model) with "
-        f"{strategy_plugin.name} on {summary.device} in {summary.seconds:.1f} s -> {summary.output}"
+        f"{plan.strategy.name} on {summary.device} in {summary.seconds:.1f} s -> {summary.output}"
     )
     if json_out:
         typer.echo(json.dumps(summary.details, indent=2))
-
-
-def _fetched(source: SourceModel, location: str) -> SourceModel:
-    """The source with a local folder (a hub snapshot for hub ids), remembering its origin."""
-    path = resolve_location(location)
-    return SourceModel(source.locale, path, source.weight, None if str(path) == location else location)
-
-
-def _default_base(selected: list[str], refs) -> Optional[str]:
-    """The registry's base_model when every selected source names the same one."""
-    bases = {refs[locale].base_model for locale in selected}
-    if len(bases) == 1:
-        return bases.pop()
-    if None not in bases:
-        raise ConfigError(
-            f"the selected sources name different base models in the registry ({', '.join(sorted(bases))}); "
-            f"pass --base-model"
-        )
-    return None
 
 
 def register(app: typer.Typer) -> None:

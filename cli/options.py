@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from merginguriel_core.models import DEFAULT_PATTERN
+from merginguriel_core import plan as _door
+from merginguriel_core.plan import ModelSources
+from merginguriel_core.selection import SELECTION_DEFAULTS, SelectionOptions
 
 TargetLang = Annotated[
     Optional[str],
@@ -44,14 +47,39 @@ Model = Annotated[
     Optional[list[str]], typer.Option("--model", help="A source model LOCALE=PATH_OR_HUB_ID (repeatable).")
 ]
 
-DEFAULTS = {
-    "weighting": "uriel",
-    "top_k": 20,
-    "sinkhorn_iters": 20,
-    "num_languages": 5,
-    "features": "syntax_knn",
-    "model_pattern": DEFAULT_PATTERN,
-}
+#: Defaults of the shared options: the selection's are :class:`SelectionOptions`' own.
+DEFAULTS = {**SELECTION_DEFAULTS, "model_pattern": DEFAULT_PATTERN}
+
+
+def selection_options(ctx: typer.Context, target: Optional[str] = None) -> SelectionOptions:
+    """The shared selection options of this command (``--target-lang``, ``--weighting``,
+    ``--top-k`` ...) as one :class:`SelectionOptions`; ``target`` replaces ``--target-lang``
+    (for commands with ``--target-langs``)."""
+    from merginguriel_core.params import parse_assignments
+    from merginguriel_core.selection import parse_manual_weights
+
+    p = ctx.params
+    return SelectionOptions(
+        target=target if target is not None else p.get("target_lang"),
+        weighting=p.get("weighting", DEFAULTS["weighting"]),
+        weighting_params=parse_assignments(p.get("weighting_param") or p.get("weighting_params") or (),
+                                           "--weighting-param"),
+        top_k=p.get("top_k", DEFAULTS["top_k"]),
+        sinkhorn_iters=p.get("sinkhorn_iters", DEFAULTS["sinkhorn_iters"]),
+        num_languages=p.get("num_languages", DEFAULTS["num_languages"]),
+        include_target=p.get("include_target", False),
+        features=p.get("features", DEFAULTS["features"]),
+        similarity_matrix=p.get("similarity_matrix"),
+        source_langs=tuple(split_list(p.get("source_langs"))) or None,
+        manual_weights=parse_manual_weights(p.get("weights") or ()) or None,
+    )
+
+
+def model_sources(ctx: typer.Context) -> ModelSources:
+    """``--models``, ``--model-pattern``, ``--registry`` and ``--model`` as one :class:`ModelSources`."""
+    p = ctx.params
+    return ModelSources(p.get("models"), p.get("model_pattern", DEFAULT_PATTERN), p.get("registry"),
+                        tuple(p.get("model") or ()))
 
 
 def given_options(ctx: typer.Context) -> set[str]:
@@ -91,13 +119,4 @@ def check_locales(data, location: Optional[str], locales: list[str], split: str)
         raise ConfigError(f"dataset {data.name} has no {locale}; it has {', '.join(sorted(available))}")
 
 
-def data_location(data_dir: Optional[Path], data_file: Optional[Path]) -> Optional[str]:
-    """The dataset location from --data-dir / --data-file (at most one), or None for the hub."""
-    from merginguriel_core.errors import ConfigError
-
-    if data_dir is not None and data_file is not None:
-        raise ConfigError("give --data-dir or --data-file, not both")
-    location = data_dir if data_dir is not None else data_file
-    if location is not None and not location.exists():
-        raise ConfigError(f"{'--data-dir' if data_dir is not None else '--data-file'} {location} does not exist")
-    return str(location) if location is not None else None
+data_location = _door.data_location  # one definition, in the core

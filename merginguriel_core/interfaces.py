@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 import numpy as np
 import torch
 
+from merginguriel_core.errors import ConfigError
 from merginguriel_core.params import Param
 
 if TYPE_CHECKING:
@@ -45,7 +46,9 @@ class WeightingRequest:
 
 @dataclass
 class WeightResult:
-    """The chosen sources, highest weight first, with weights summing to 1.
+    """The chosen sources, highest weight first, with finite non-negative weights (not all
+    zero). :func:`~merginguriel_core.selection.select_sources` scales them to sum to 1 (the
+    only place they are normalised); a weighting whose maths normalises need not bother.
 
     ``details`` is JSON-serialisable and recorded in ``merge_details.json``; ``trace`` is an
     optional :class:`merginguriel_core.explain.Explanation` of the steps, shown by
@@ -133,28 +136,72 @@ class TensorJob:
         return self._chunks()
 
 
-@dataclass
+@dataclass(frozen=True)
+class LabelledData:
+    """The labelled examples a data-dependent strategy (``needs_data``) computes from.
+
+    Either ``data_file`` (one CSV/TSV/JSONL table for every source model) or ``data_dir``
+    read by ``dataset`` (each model's own language, split ``split``). ``max_length`` is the
+    token limit per example, ``seed`` draws the examples, ``stats_dir`` is where per-model
+    statistics are stored and reused. How many examples a strategy uses is its own
+    :class:`~merginguriel_core.params.Param` (``examples`` for fisher and regmean).
+    """
+
+    dataset: "Dataset | None" = None
+    data_dir: Path | None = None
+    data_file: Path | None = None
+    split: str = "train"
+    max_length: int = 128
+    seed: int = 0
+    stats_dir: Path | None = None
+
+    @property
+    def location(self) -> str:
+        """What the user gave: the folder or the file."""
+        return str(self.data_file if self.data_file is not None else self.data_dir)
+
+    def examples(self, locale: str) -> "Examples":
+        """The examples for the source model of ``locale``."""
+        from merginguriel_core.data import read_table
+
+        if self.data_file is not None:
+            return read_table(self.data_file)
+        if self.dataset is None or self.data_dir is None:
+            raise ConfigError("no labelled data; pass --data-dir DIR or --data-file FILE")
+        return self.dataset.load(str(self.data_dir), locale, self.split)
+
+    def describe(self) -> dict[str, Any]:
+        """For ``merge_details.json``."""
+        return {
+            "dataset": None if self.data_file is not None or self.dataset is None else self.dataset.name,
+            "data_dir": None if self.data_dir is None else str(self.data_dir),
+            "data_file": None if self.data_file is None else str(self.data_file),
+            "split": self.split, "max_length": self.max_length, "seed": self.seed,
+            "stats_dir": None if self.stats_dir is None else str(self.stats_dir),
+        }
+
+
+@dataclass(frozen=True)
 class MergeContext:
     """What :meth:`MergeStrategy.prepare` may use: the run, before any tensor is merged.
 
-    ``sources`` are :class:`merginguriel_core.merge.SourceModel` (locale, folder, weight);
-    ``options`` holds run options for data-dependent strategies (``data_dir``,
-    ``data_file``, ``fisher_examples``, ``regmean_examples``, ``stats_dir``, ``seed``,
-    ``batch_size``, ``max_length``).
+    ``sources`` are :class:`merginguriel_core.merge.SourceModel` (locale, folder, weight
+    normalised to sum to 1); ``params`` the strategy's resolved params; ``data`` the
+    labelled data of a data-dependent strategy (``None`` otherwise).
     """
 
-    sources: list[Any]
+    sources: tuple[Any, ...]
     base: Path | None
     params: Mapping[str, Any]
     device: torch.device
-    options: Mapping[str, Any]
+    data: LabelledData | None = None
     progress: bool = True
 
 
 #: Options of data-dependent strategies (``--data-dir`` ...), with underscores.
 DATA_OPTIONS = frozenset({"dataset", "data_dir", "data_file", "stats_dir", "max_length"})
 #: The ``mu merge`` options that only some strategies read.
-STRATEGY_OPTIONS = DATA_OPTIONS | {"base_model", "seed", "fisher_examples", "regmean_examples"}
+STRATEGY_OPTIONS = DATA_OPTIONS | {"base_model", "seed"}
 
 
 class MergeStrategy(ABC):
@@ -189,8 +236,10 @@ class MergeStrategy(ABC):
             read.add("seed")
         return frozenset(read)
 
-    def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
-        """Reject a configuration before any weights load (override to add checks)."""
+    def check(self, params: Mapping[str, Any], num_models: int, data: LabelledData | None) -> None:
+        """Reject a configuration before any weights load (override to add checks): raise a
+        :class:`~merginguriel_core.errors.ConfigError` naming the bad value. ``params`` are
+        resolved; ``data`` is the run's labelled data (``None`` unless :attr:`needs_data`)."""
 
     def prepare(self, context: MergeContext) -> Any:
         """Optional: compute or load what the whole run needs (e.g. per-model statistics).

@@ -24,11 +24,10 @@ import torch
 from tqdm.auto import tqdm
 
 from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
-from merginguriel_core.interfaces import STRATEGY_OPTIONS, Chunk, MergeContext, MergeStrategy, TensorJob
+from merginguriel_core.interfaces import STRATEGY_OPTIONS, Chunk, LabelledData, MergeContext, MergeStrategy, TensorJob
 from merginguriel_core.io import ShardedSafetensorsWriter, TensorSource
 from merginguriel_core.memory import MMAP_THRESHOLD_MAX, reuse_freed_buffers
 from merginguriel_core.outputs import check_output_path, staged_folder
-from merginguriel_core.params import resolve_params
 from merginguriel_core.selection import check_options_read
 
 #: Files never copied from a source folder into the merged model.
@@ -48,28 +47,39 @@ class SourceModel:
     origin: str | None = None
 
 
-@dataclass
-class MergeRequest:
-    """A fully specified merge. :func:`run_merge` validates it before reading any weights."""
+@dataclass(frozen=True)
+class MergePlan:
+    """A merge, fully resolved and checked: what :func:`run_merge` does, and nothing else.
 
-    sources: list[SourceModel]
+    Built by :func:`merginguriel_core.plan.plan_merge`, which validates everything once;
+    :func:`run_merge` only reads it. ``sources`` are local folders with weights summing to
+    1; ``params`` the strategy's resolved params; ``device`` a resolved device;
+    ``chunk_bytes`` ``None`` picks the chunk size from the model size (see
+    :func:`auto_chunk_bytes`); ``data`` the labelled data of a data-dependent strategy.
+    """
+
+    sources: tuple[SourceModel, ...]
     strategy: MergeStrategy
     output: Path
-    params: Mapping[str, Any] = field(default_factory=dict)
+    params: Mapping[str, Any]
     base: Path | None = None
-    device: str = "auto"
+    device: torch.device = torch.device("cpu")
     dtype: str = "auto"
-    #: Largest float32 slice of one tensor read per source at once; ``None`` picks it from
-    #: the model size (see :func:`auto_chunk_bytes`).
     chunk_bytes: int | None = None
     max_shard_bytes: int = 2 * 1024**3
     overwrite: bool = False
     seed: int = 0
     progress: bool = True
-    #: Extra facts recorded in merge_details.json (target, weighting, its details, ...).
-    details: dict[str, Any] = field(default_factory=dict)
-    #: Options of data-dependent strategies (see :class:`MergeContext`).
-    options: dict[str, Any] = field(default_factory=dict)
+    data: LabelledData | None = None
+    #: Facts recorded in merge_details.json besides the plan's own (target, weighting, ...).
+    details: Mapping[str, Any] = field(default_factory=dict)
+    #: The selection the sources came from, when a weighting chose them.
+    selection: Any = None
+
+    @property
+    def weights(self) -> tuple[tuple[str, float], ...]:
+        """``(locale, weight)`` of every source, highest weight first."""
+        return tuple((s.locale, s.weight) for s in self.sources)
 
 
 @dataclass
@@ -117,17 +127,6 @@ def check_strategy_options(strategy: MergeStrategy, given: Iterable[str], altern
     user gave but ``strategy`` does not read (:meth:`MergeStrategy.options_read`)."""
     check_options_read(given, STRATEGY_OPTIONS, strategy.options_read(), f"--strategy {strategy.name}",
                        {other.name: other.options_read() for other in alternatives})
-
-
-def check_weights(sources: list[SourceModel]) -> None:
-    """Weights must be finite, non-negative, and not all zero."""
-    if not sources:
-        raise ConfigError("no source models selected")
-    for source in sources:
-        if not math.isfinite(source.weight) or source.weight < 0:
-            raise ConfigError(f"weight of {source.locale} is {source.weight}; weights must be finite and >= 0")
-    if sum(s.weight for s in sources) <= 0:
-        raise ConfigError("all source weights are zero")
 
 
 def _label_space(folder: Path) -> dict[str, str] | None:
@@ -279,12 +278,11 @@ def _row_ranges(shape: tuple[int, ...], chunk_bytes: int) -> list[tuple[int, int
 class _TensorMerger:
     """Reads aligned chunks of one tensor from every source and feeds the strategy."""
 
-    def __init__(self, request: MergeRequest, readers: list[TensorSource], base: BaseView | None,
-                 device: torch.device, prepared: Any = None):
-        self.request, self.readers, self.base, self.device = request, readers, base, device
-        self.prepared = prepared
-        total = sum(s.weight for s in request.sources)
-        self.weights = torch.tensor([s.weight / total for s in request.sources], dtype=torch.float32, device=device)
+    def __init__(self, plan: MergePlan, readers: list[TensorSource], base: BaseView | None, chunk_bytes: int,
+                 prepared: Any = None):
+        self.plan, self.readers, self.base, self.device = plan, readers, base, plan.device
+        self.chunk_bytes, self.prepared = chunk_bytes, prepared
+        self.weights = torch.tensor([s.weight for s in plan.sources], dtype=torch.float32, device=plan.device)
 
     def _read(self, reader: TensorSource, name: str, start: int, stop: int, scalar: bool) -> torch.Tensor:
         tensor = reader.get(name) if scalar else reader.get_rows(name, start, stop)
@@ -298,7 +296,7 @@ class _TensorMerger:
         inputs = [*sources, *([base] if base is not None else [])]
         if bool(torch.isfinite(torch.stack([tensor.sum() for tensor in inputs])).all()):
             return
-        owners = [f"model {s.locale} ({s.path})" for s in self.request.sources] + [f"the base model {self.request.base}"]
+        owners = [f"model {s.locale} ({s.path})" for s in self.plan.sources] + [f"the base model {self.plan.base}"]
         for owner, tensor in zip(owners, inputs):
             if not bool(torch.isfinite(tensor).all()):
                 where = f" (rows {start}:{stop})" if tensor.dim() and stop - start < self.readers[0].info(name).shape[0] else ""
@@ -309,7 +307,7 @@ class _TensorMerger:
         has_base = self.base is not None and name in self.base
         for start, stop in ranges:
             generator = torch.Generator(device=self.device)
-            generator.manual_seed(_seed_for(self.request.seed, name, start))
+            generator.manual_seed(_seed_for(self.plan.seed, name, start))
             sources = [self._read(r, name, start, stop, scalar) for r in self.readers]
             base = self._read(self.base, name, start, stop, scalar) if has_base else None
             self._check_finite(name, start, stop, sources, base)
@@ -320,14 +318,14 @@ class _TensorMerger:
                 sources=sources,
                 base=base,
                 weights=self.weights,
-                params=self.request.params,
+                params=self.plan.params,
                 generator=generator,
                 prepared=self.prepared,
             )
 
     def job(self, name: str, shape: tuple[int, ...]) -> TensorJob:
         """A job whose chunks stream from disk; a tensor that fits one chunk is read once."""
-        ranges = _row_ranges(shape, self.request.chunk_bytes)
+        ranges = _row_ranges(shape, self.chunk_bytes)
         if len(ranges) == 1:
             cached: list[Chunk] = []
 
@@ -335,7 +333,7 @@ class _TensorMerger:
                 if not cached:
                     cached.extend(self.chunks(name, shape, ranges))
                 else:  # a fresh generator state, so every pass sees the same random draws
-                    cached[0].generator.manual_seed(_seed_for(self.request.seed, name, cached[0].start))
+                    cached[0].generator.manual_seed(_seed_for(self.plan.seed, name, cached[0].start))
                 return iter(cached)
         else:
             def chunks() -> Iterator[Chunk]:
@@ -345,7 +343,7 @@ class _TensorMerger:
             name=name,
             shape=shape,
             weights=self.weights,
-            params=self.request.params,
+            params=self.plan.params,
             has_base=self.base is not None and name in self.base,
             _chunks=chunks,
             prepared=self.prepared,
@@ -393,14 +391,14 @@ def _details_text(details: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folder: Path) -> int:
+def _merge_all(plan: MergePlan, merger: _TensorMerger, layout: list, folder: Path) -> int:
     """Merge every tensor of ``layout`` in order, streaming each chunk to the writer."""
     first = merger.readers[0]
     total = sum(first.info(name).nbytes for name, _, _ in layout)
     written = 0
-    metadata = {"format": "pt", "merged_by": "merginguriel", "strategy": request.strategy.name}
-    with ShardedSafetensorsWriter(folder, layout, max_shard_bytes=request.max_shard_bytes, metadata=metadata) as writer, \
-            tqdm(total=total, unit="B", unit_scale=True, desc="merging", disable=not request.progress) as bar:
+    metadata = {"format": "pt", "merged_by": "merginguriel", "strategy": plan.strategy.name}
+    with ShardedSafetensorsWriter(folder, layout, max_shard_bytes=plan.max_shard_bytes, metadata=metadata) as writer, \
+            tqdm(total=total, unit="B", unit_scale=True, desc="merging", disable=not plan.progress) as bar:
         for name, dtype, shape in layout:
             if not dtype.is_floating_point:
                 # Integer and boolean buffers (position ids, masks) are not averaged: they are
@@ -408,19 +406,19 @@ def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folde
                 writer.write(name, first.get(name))
             else:
                 job = merger.job(name, shape)
-                statistics = request.strategy.tensor_statistics(job)
+                statistics = plan.strategy.tensor_statistics(job)
                 for chunk in job.chunks():
-                    merged = request.strategy.merge_chunk(chunk, statistics)
+                    merged = plan.strategy.merge_chunk(chunk, statistics)
                     expected = chunk.sources[0].shape
                     if tuple(merged.shape) != tuple(expected):
                         raise ConfigError(
-                            f"strategy {request.strategy.name!r} returned shape {list(merged.shape)} "
+                            f"strategy {plan.strategy.name!r} returned shape {list(merged.shape)} "
                             f"for {name} rows {chunk.start}:{chunk.stop}, expected {list(expected)}"
                         )
                     # One reduction instead of a mask the size of the chunk: a sum is finite
                     # unless an entry is NaN/inf (or huge values overflow, checked exactly).
                     if not math.isfinite(float(merged.sum())) and not bool(torch.isfinite(merged).all()):
-                        _explain_non_finite(request, chunk, name)
+                        _explain_non_finite(plan, chunk, name)
                     merged = merged.to(dtype).cpu()
                     if len(shape) == 0:
                         writer.write(name, merged.reshape(()))
@@ -434,38 +432,36 @@ def _merge_all(request: MergeRequest, merger: _TensorMerger, layout: list, folde
     return written
 
 
-def _explain_non_finite(request: MergeRequest, chunk: Chunk, name: str) -> None:
+def _explain_non_finite(plan: MergePlan, chunk: Chunk, name: str) -> None:
     """Raise an error naming the model whose tensor holds NaN/inf, else the strategy."""
-    for source, tensor in zip(request.sources, chunk.sources):
+    for source, tensor in zip(plan.sources, chunk.sources):
         if not bool(torch.isfinite(tensor).all()):
             raise TensorFileError(f"tensor {name} of model {source.locale} ({source.path}) holds NaN or inf values")
     if chunk.base is not None and not bool(torch.isfinite(chunk.base).all()):
-        raise TensorFileError(f"tensor {name} of the base model {request.base} holds NaN or inf values")
+        raise TensorFileError(f"tensor {name} of the base model {plan.base} holds NaN or inf values")
     raise ConfigError(
-        f"strategy {request.strategy.name!r} produced non-finite values in {name}; check the weights and parameters"
+        f"strategy {plan.strategy.name!r} produced non-finite values in {name}; check the weights and parameters"
     )
 
 
-def _details(request: MergeRequest, device: torch.device, copied: list[str], tensors: int, nbytes: int,
-             seconds: float) -> dict[str, Any]:
-    total = sum(s.weight for s in request.sources)
+def _details(plan: MergePlan, copied: list[str], tensors: int, nbytes: int, seconds: float,
+             chunk_bytes: int) -> dict[str, Any]:
     details: dict[str, Any] = {"target": None, "weighting": None}
-    details.update(request.details)
+    details.update(plan.details)
     details.update(
         {
-            "strategy": request.strategy.name,
-            "params": dict(request.params),
-            "base_model": str(request.base) if request.base is not None else None,
+            "strategy": plan.strategy.name,
+            "params": dict(plan.params),
+            "base_model": str(plan.base) if plan.base is not None else None,
             "sources": [
-                {"locale": s.locale, "path": str(s.path), "weight": s.weight / total,
-                 **({"origin": s.origin} if s.origin else {})}
-                for s in request.sources
+                {"locale": s.locale, "path": str(s.path), "weight": s.weight, **({"origin": s.origin} if s.origin else {})}
+                for s in plan.sources
             ],
-            "device": str(device),
-            "dtype": request.dtype,
-            "seed": request.seed,
-            "chunk_bytes": request.chunk_bytes,
-            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in request.options.items() if v is not None},
+            "device": str(plan.device),
+            "dtype": plan.dtype,
+            "seed": plan.seed,
+            "chunk_bytes": chunk_bytes,
+            "data": plan.data.describe() if plan.data is not None else None,
             "tensors": tensors,
             "bytes": nbytes,
             "seconds": round(seconds, 3),
@@ -477,75 +473,43 @@ def _details(request: MergeRequest, device: torch.device, copied: list[str], ten
     return details
 
 
-def check_plan(request: MergeRequest) -> dict[str, Any]:
-    """Check everything that needs no model files; return the strategy's resolved params."""
-    check_weights(request.sources)
-    params = resolve_params(request.strategy.params, request.params, f"strategy {request.strategy.name!r}")
-    request.strategy.check(params, len(request.sources), request.options)
-    if request.strategy.needs_base and request.base is None:
-        raise ConfigError(f"strategy {request.strategy.name!r} needs a base model; pass --base-model PATH_OR_HUB_ID")
-    if request.strategy.needs_data and not (request.options.get("data_dir") or request.options.get("data_file")):
-        raise ConfigError(
-            f"strategy {request.strategy.name!r} needs labelled data; pass --data-dir DIR (SIB-200 layout, "
-            f"each model's own training split) or --data-file FILE (CSV/TSV/JSONL with text and label columns)"
-        )
-    if request.dtype != "auto" and request.dtype not in DTYPES:
-        raise ConfigError(f"unknown --dtype {request.dtype!r}; allowed: auto, {', '.join(DTYPES)}")
-    if request.chunk_bytes is not None and request.chunk_bytes <= 0:
-        raise ConfigError(f"--chunk-size must be positive, got {request.chunk_bytes}")
-    resolve_device(request.device)
-    inputs = [s.path for s in request.sources] + ([request.base] if request.base is not None else [])
-    check_output(request.output, request.overwrite, inputs)
-    return params
-
-
-def validate_request(request: MergeRequest) -> dict[str, Any]:
-    """:func:`check_plan`, plus: every model folder exists."""
-    params = check_plan(request)
-    for source in request.sources:
-        if not source.path.is_dir():
-            raise ModelError(f"model folder {source.path} for {source.locale} does not exist")
-    if request.base is not None and not request.base.is_dir():
-        raise ModelError(f"base model folder {request.base} does not exist")
-    return params
-
-
-def run_merge(request: MergeRequest) -> MergeSummary:
-    """Validate, merge and write ``request``; the output appears only when complete."""
-    request.params = validate_request(request)
-    device = resolve_device(request.device)
+def run_merge(plan: MergePlan) -> MergeSummary:
+    """Merge and write ``plan`` (from :func:`merginguriel_core.plan.plan_merge`, which checked
+    it); the output appears only when complete. The plan is only read."""
+    if not isinstance(plan, MergePlan):
+        raise TypeError(f"run_merge takes a MergePlan (from plan_merge), not {type(plan).__name__}")
     reuse_freed_buffers()
     started = time.perf_counter()
     with ExitStack() as stack:
-        readers = [stack.enter_context(TensorSource(s.path)) for s in request.sources]
-        base_file = stack.enter_context(TensorSource(request.base)) if request.base is not None else None
-        base = BaseView(base_file, readers[0].keys(), request.base) if base_file is not None else None
-        check_compatible(request.sources, readers, base)
-        if request.chunk_bytes is None:
-            request.chunk_bytes = auto_chunk_bytes(readers[0].total_bytes(), len(readers), device)
-        names = readers[0].keys()
-        out_dtype = {
-            name: (DTYPES[request.dtype] if request.dtype != "auto" and readers[0].info(name).dtype.is_floating_point
-                   else readers[0].info(name).dtype)
-            for name in names
-        }
-        layout = [(name, out_dtype[name], readers[0].info(name).shape) for name in names]
+        readers = [stack.enter_context(TensorSource(s.path)) for s in plan.sources]
+        base_file = stack.enter_context(TensorSource(plan.base)) if plan.base is not None else None
+        base = BaseView(base_file, readers[0].keys(), plan.base) if base_file is not None else None
+        check_compatible(list(plan.sources), readers, base)
+        chunk_bytes = plan.chunk_bytes or auto_chunk_bytes(readers[0].total_bytes(), len(readers), plan.device)
+        layout = _layout(plan, readers[0])
         needed = sum(math.prod(shape) * dtype.itemsize for _, dtype, shape in layout)
-        with staged_folder(request.output, overwrite=request.overwrite, what="merged model",
-                           needed_bytes=needed) as tmp_dir:
-            prepared = request.strategy.prepare(
-                MergeContext(request.sources, request.base, request.params, device, request.options, request.progress)
-            )
+        with staged_folder(plan.output, overwrite=plan.overwrite, what="merged model", needed_bytes=needed) as tmp_dir:
+            prepared = plan.strategy.prepare(
+                MergeContext(plan.sources, plan.base, plan.params, plan.device, plan.data, plan.progress))
             if hasattr(prepared, "close"):
                 stack.callback(prepared.close)
-            merger = _TensorMerger(request, readers, base, device, prepared)
-            bytes_written = _merge_all(request, merger, layout, tmp_dir)
-            copied = _copy_side_files(request.sources[0].path, tmp_dir)
-            details = _details(request, device, copied, len(layout), bytes_written, time.perf_counter() - started)
+            merger = _TensorMerger(plan, readers, base, chunk_bytes, prepared)
+            bytes_written = _merge_all(plan, merger, layout, tmp_dir)
+            copied = _copy_side_files(plan.sources[0].path, tmp_dir)
+            details = _details(plan, copied, len(layout), bytes_written, time.perf_counter() - started, chunk_bytes)
             if hasattr(prepared, "describe"):
                 details["statistics"] = prepared.describe()
             if base is not None:
-                details["base_tensors"] = {**base.describe(), "source_tensors": len(names)}
+                details["base_tensors"] = {**base.describe(), "source_tensors": len(layout)}
             (tmp_dir / "merge_details.json").write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
             (tmp_dir / "merge_details.txt").write_text(_details_text(details), encoding="utf-8")
-    return MergeSummary(request.output, len(layout), bytes_written, time.perf_counter() - started, str(device), details)
+    return MergeSummary(plan.output, len(layout), bytes_written, time.perf_counter() - started, str(plan.device), details)
+
+
+def _layout(plan: MergePlan, first: TensorSource) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """``(name, output dtype, shape)`` of every tensor, in the first source's order."""
+    def dtype(name: str) -> torch.dtype:
+        own = first.info(name).dtype
+        return DTYPES[plan.dtype] if plan.dtype != "auto" and own.is_floating_point else own
+
+    return [(name, dtype(name), first.info(name).shape) for name in first.keys()]

@@ -6,8 +6,9 @@ uriel computation step by step, from the same :func:`similarity_matrix_for`."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
 from merginguriel_core.errors import ConfigError
@@ -101,73 +102,159 @@ def parse_manual_weights(items: Iterable[str]) -> dict[str, float]:
     return weights
 
 
-@dataclass
+@dataclass(frozen=True)
+class SelectionOptions:
+    """Which sources a target gets, and how they are weighted: the shared selection options.
+
+    Every command that selects sources (``mu merge``, ``mu ensemble``, ``mu
+    compare-ensembles``, ``mu similarity --explain``) maps its options onto this one object,
+    and the defaults are written only here. ``target`` and the codes in ``source_langs`` and
+    ``manual_weights`` may be any code :func:`~merginguriel_core.languages.resolve_language`
+    reads; ``weighting`` names a weighting plugin (``--weighting``), ``weighting_params`` its
+    ``--weighting-param`` values.
+    """
+
+    target: str | None = None
+    weighting: str = "uriel"
+    weighting_params: Mapping[str, Any] = field(default_factory=dict)
+    top_k: int = 20
+    sinkhorn_iters: int = 20
+    num_languages: int = 5
+    include_target: bool = False
+    features: str = "syntax_knn"
+    similarity_matrix: Path | None = None
+    source_langs: tuple[str, ...] | None = None
+    manual_weights: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen all the way down: a plan built from these options cannot change under its run.
+        object.__setattr__(self, "weighting_params", MappingProxyType(dict(self.weighting_params or {})))
+        if self.manual_weights is not None:
+            object.__setattr__(self, "manual_weights", MappingProxyType(dict(self.manual_weights)))
+        if self.source_langs is not None:
+            object.__setattr__(self, "source_langs", tuple(self.source_langs))
+        if self.similarity_matrix is not None:
+            object.__setattr__(self, "similarity_matrix", Path(self.similarity_matrix))
+
+    def check(self) -> None:
+        """The ranges of the numeric options (:func:`check_selection_options`)."""
+        check_selection_options(self.top_k, self.sinkhorn_iters, self.num_languages)
+
+    def given(self) -> frozenset[str]:
+        """The option names (``top_k``, ``weights``, ...) set to something other than their
+        default, for :func:`check_weighting_options` when no command line says what was given."""
+        defaults = SelectionOptions()
+        names = {"top_k", "sinkhorn_iters", "num_languages", "include_target", "features", "similarity_matrix"}
+        given = {name for name in names if getattr(self, name) != getattr(defaults, name)}
+        return frozenset(given | ({"weights"} if self.manual_weights else set()))
+
+
+#: The option defaults, from :class:`SelectionOptions` (the CLI declares its options with these).
+SELECTION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {f.name: getattr(SelectionOptions(), f.name) for f in fields(SelectionOptions)}
+)
+
+
+@dataclass(frozen=True)
 class Selection:
-    """The outcome of :func:`select_sources`."""
+    """The outcome of :func:`select_sources`: the chosen sources with weights summing to 1.
+
+    ``weights`` is the one normalised copy every later step reads (merge, ensemble, the
+    record in ``merge_details.json``); ``result`` is what the weighting returned.
+    """
 
     weighting: str
     target: str | None
     result: WeightResult
     request: WeightingRequest
+    weights: tuple[tuple[str, float], ...] = ()
+    options: SelectionOptions | None = None
+
+    @property
+    def notes(self) -> list[str]:
+        return self.result.notes
 
 
-def select_sources(
-    weighting: Weighting,
-    *,
-    target: str | None,
-    available: Iterable[str],
-    source_langs: Iterable[str] | None = None,
-    top_k: int = 20,
-    sinkhorn_iters: int = 20,
-    num_languages: int = 5,
-    include_target: bool = False,
-    features: str = "syntax_knn",
-    similarity_matrix: Path | None = None,
-    manual_weights: Mapping[str, float] | None = None,
-    params: Mapping[str, Any] | None = None,
-) -> Selection:
-    """Resolve codes, narrow the available models, run ``weighting`` and check its result."""
-    check_selection_options(top_k, sinkhorn_iters, num_languages)
-    target_locale = resolve_language(target).locale if target else None
+def normalised(weights: Iterable[tuple[str, float]], owner: str = "the weights") -> tuple[tuple[str, float], ...]:
+    """``(locale, weight)`` pairs scaled to sum to 1: the one place a merge's weights are normalised.
+
+    Weights must be finite and non-negative, and not all zero.
+    """
+    pairs = [(locale, float(weight)) for locale, weight in weights]
+    if not pairs:
+        raise ConfigError("no source models selected")
+    for locale, weight in pairs:
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"{owner}: the weight of {locale} is {weight}; weights must be finite and >= 0")
+    total = math.fsum(weight for _, weight in pairs)
+    if total <= 0:
+        raise ConfigError(f"{owner}: all source weights are zero")
+    return tuple((locale, weight / total) for locale, weight in pairs)
+
+
+def select_sources(weighting: Weighting, options: SelectionOptions | None = None, *,
+                   available: Iterable[str], **changes: Any) -> Selection:
+    """Resolve codes, narrow the ``available`` locales, run ``weighting`` and check its result.
+
+    ``changes`` replace fields of ``options`` (default :class:`SelectionOptions`), so
+    ``select_sources(w, available=..., target="sw-KE", num_languages=3)`` reads as it should.
+    """
+    options = replace(options or SelectionOptions(), **changes)
+    options.check()
+    target_locale = resolve_language(options.target).locale if options.target else None
     if weighting.needs_target and target_locale is None:
         raise ConfigError(f"weighting {weighting.name!r} needs --target-lang")
-    available_set = [resolve_language(code).locale for code in available]
-    if source_langs:
-        wanted = [resolve_language(code).locale for code in source_langs]
+    candidates = _candidates(options, target_locale, [resolve_language(code).locale for code in available])
+    request = WeightingRequest(
+        target=target_locale,
+        available=tuple(candidates),
+        top_k=options.top_k,
+        sinkhorn_iters=options.sinkhorn_iters,
+        num_languages=options.num_languages,
+        include_target=options.include_target,
+        features=options.features,
+        similarity_matrix=options.similarity_matrix,
+        manual_weights=_manual_weights(options.manual_weights),
+        params=resolve_params(weighting.params, options.weighting_params, f"weighting {weighting.name!r}"),
+    )
+    result = weighting.compute(request)
+    _check_result(weighting.name, result, set(candidates))
+    unused = [code for code in candidates if code not in dict(result.weights)]
+    if unused and options.source_langs:
+        result.notes.append(f"not used (weight 0 or beyond --num-languages): {', '.join(unused)}")
+    return Selection(weighting.name, target_locale, result, request,
+                     normalised(result.weights, f"weighting {weighting.name!r}"), options)
+
+
+def _manual_weights(weights: Mapping[str, float] | None) -> Mapping[str, float] | None:
+    """``--weights`` with canonical locales (codes may be aliases)."""
+    if not weights:
+        return weights
+    return parse_manual_weights([f"{code}={value}" for code, value in weights.items()])
+
+
+def _candidates(options: SelectionOptions, target: str | None, available: list[str]) -> list[str]:
+    """The locales a weighting may choose from: narrowed by ``source_langs``, the target's own
+    model left out unless ``include_target``."""
+    if options.source_langs:
+        wanted = [resolve_language(code).locale for code in options.source_langs]
         repeated = sorted({code for code in wanted if wanted.count(code) > 1})
         if repeated:
             raise ConfigError(f"--source-langs names {', '.join(repeated)} more than once (aliases count as the same language)")
-        missing = [code for code in wanted if code not in available_set]
+        missing = [code for code in wanted if code not in available]
         if missing:
             raise ConfigError(
-                f"--source-langs {', '.join(missing)} has no model; available: {', '.join(sorted(available_set))}"
+                f"--source-langs {', '.join(missing)} has no model; available: {', '.join(sorted(available))}"
             )
-        available_set = wanted
-    if not include_target and target_locale is not None:
-        available_set = [code for code in available_set if code != target_locale]
-    if not available_set:
+        available = wanted
+    if not options.include_target and target is not None:
+        available = [code for code in available if code != target]
+    if not available:
         raise ConfigError(
-            f"no source models available for target {target_locale}"
-            + ("" if include_target else " (its own model is excluded; pass --include-target to allow it)")
+            f"no source models available for target {target}"
+            + ("" if options.include_target else " (its own model is excluded; pass --include-target to allow it)")
         )
-    request = WeightingRequest(
-        target=target_locale,
-        available=tuple(available_set),
-        top_k=top_k,
-        sinkhorn_iters=sinkhorn_iters,
-        num_languages=num_languages,
-        include_target=include_target,
-        features=features,
-        similarity_matrix=similarity_matrix,
-        manual_weights=manual_weights,
-        params=resolve_params(weighting.params, params or {}, f"weighting {weighting.name!r}"),
-    )
-    result = weighting.compute(request)
-    _check_result(weighting.name, result, set(available_set))
-    unused = [code for code in available_set if code not in dict(result.weights)]
-    if unused and source_langs:
-        result.notes.append(f"not used (weight 0 or beyond --num-languages): {', '.join(unused)}")
-    return Selection(weighting.name, target_locale, result, request)
+    return available
 
 
 def _check_result(name: str, result: WeightResult, available: set[str]) -> None:
@@ -181,6 +268,65 @@ def _check_result(name: str, result: WeightResult, available: set[str]) -> None:
             raise ConfigError(f"weighting {name!r} selected {locale}, which has no available model")
         if not math.isfinite(weight) or weight < 0:
             raise ConfigError(f"weighting {name!r} gave {locale} the weight {weight}; weights must be finite and >= 0")
-    total = sum(w for _, w in result.weights)
-    if not math.isclose(total, 1.0, rel_tol=1e-6):
-        raise ConfigError(f"weighting {name!r} returned weights summing to {total}, not 1")
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One row of :func:`similarity_table`: a language, its similarity to the target, and
+    what each step of the uriel weighting makes of it."""
+
+    locale: str
+    name: str
+    similarity: float
+    after_top_k: float
+    after_sinkhorn: float
+    available: bool
+    weight: float
+
+
+@dataclass(frozen=True)
+class SimilarityTable:
+    """A target's neighbours, most similar first, and the sources the uriel weighting picks."""
+
+    target: str
+    neighbours: tuple[Neighbour, ...]
+    selected: tuple[tuple[str, float], ...]
+    notes: tuple[str, ...]
+    matrix: SimilarityMatrix
+    options: SelectionOptions
+
+    def to_frame(self):
+        """The neighbours as a :class:`pandas.DataFrame`, one row per language."""
+        import pandas as pd
+
+        return pd.DataFrame([vars(row) for row in self.neighbours])
+
+
+def similarity_table(options: SelectionOptions, available: Iterable[str] | None = None) -> SimilarityTable:
+    """The uriel weighting of ``options.target`` step by step (``mu similarity``).
+
+    ``available``: the locales that have a model; ``None`` counts every language of the
+    matrix (the 52 MASSIVE locales, or those of ``options.similarity_matrix``) as available.
+    """
+    from merginguriel_core.similarity import uriel_weights
+
+    options.check()
+    if options.target is None:
+        raise ConfigError("a similarity table needs a target (--target-lang)")
+    target = resolve_language(options.target).locale
+    given = [resolve_language(code).locale for code in available] if available is not None else []
+    matrix = similarity_matrix_for(WeightingRequest(target=target, available=tuple(given), features=options.features,
+                                                    similarity_matrix=options.similarity_matrix))
+    candidates = given if available is not None else [
+        code for code in matrix.locales if code != target or options.include_target]
+    trace = uriel_weights(matrix, target, candidates, top_k=options.top_k, sinkhorn_iters=options.sinkhorn_iters,
+                          num_languages=options.num_languages, include_target=options.include_target)
+    final = dict(trace.selected)
+    order = sorted(range(len(trace.locales)), key=lambda i: (-trace.raw[i], trace.locales[i]))
+    rows = tuple(
+        Neighbour(trace.locales[i], resolve_language(trace.locales[i]).name, float(trace.raw[i]),
+                  float(trace.after_top_k[i]), float(trace.after_sinkhorn[i]), trace.locales[i] in candidates,
+                  final.get(trace.locales[i], 0.0))
+        for i in order if trace.locales[i] != target or options.include_target
+    )
+    return SimilarityTable(target, rows, tuple(trace.selected), tuple(trace.notes), matrix, options)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import torch
 from safetensors.torch import save_file
 
-from merginguriel_core.data import Examples, read_table
+from merginguriel_core.data import Examples
 from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
 from merginguriel_core.io.reader import read_header
 from merginguriel_core.notes import note
@@ -30,19 +30,6 @@ from merginguriel_core.outputs import staged_file
 def default_stats_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(cache) / "merginguriel" / "statistics"
-
-
-def examples_for(locale: str, options: Mapping[str, Any]) -> Examples:
-    """The examples for one source model: ``data_file`` for every model, else its own
-    training split of ``dataset`` (a dataset plugin, default sib200) read from ``data_dir``."""
-    if options.get("data_file"):
-        return read_table(options["data_file"])
-    if options.get("data_dir"):
-        from merginguriel_core.plugins import get_registry
-
-        dataset = get_registry().get("dataset", options.get("dataset") or "sib200")
-        return dataset.load(str(options["data_dir"]), locale, "train")
-    raise ConfigError("no labelled data; pass --data-dir DIR or --data-file FILE")
 
 
 def sample(examples: Examples, count: int, seed: int) -> Examples:

@@ -16,14 +16,11 @@ import torch
 from tqdm.auto import tqdm
 
 from merginguriel_core import hookimpl
-from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy
 from merginguriel_core.io import TensorSource
 from merginguriel_core.params import Param
 from merginguriel_core.training import token_limit
-from merginguriel_core.statistics import (
-    cached_statistics, default_stats_dir, examples_for, label_ids, load_classifier, sample,
-)
+from merginguriel_core.statistics import cached_statistics, label_ids, load_classifier, sample
 from merginguriel_core.maths import tensors as tm
 
 EPSILON = Param("epsilon", float, 1e-8, "added to every importance (entries no model finds important average)",
@@ -55,18 +52,10 @@ def empirical_fisher(model_dir: Path, texts: list[str], labels: list[str], devic
     return {name: f / len(texts) for name, f in fisher.items()}
 
 
-def check_data_options(options: Mapping[str, Any], count_option: str) -> None:
-    """Reject bad data options before any model is read."""
-    count = options.get(count_option.lstrip("-").replace("-", "_"))
-    if count is not None and int(count) < 1:
-        raise ConfigError(f"{count_option} must be at least 1, got {count}")
-    if options.get("max_length") is not None and int(options["max_length"]) < 2:
-        raise ConfigError(f"--max-length must be at least 2, got {options['max_length']}")
-    data_file, data_dir = options.get("data_file"), options.get("data_dir")
-    if data_file and not Path(data_file).is_file():
-        raise ConfigError(f"--data-file {data_file} does not exist")
-    if data_dir and not Path(data_dir).is_dir():
-        raise ConfigError(f"--data-dir {data_dir} is not a folder")
+def examples_param(what: str) -> Param:
+    """The ``examples`` param of a data-dependent strategy: how many examples per model."""
+    return Param("examples", int, 256, f"labelled examples per model for {what} (drawn with the run's seed)",
+                 minimum=1)
 
 
 @dataclass
@@ -96,14 +85,14 @@ class StatisticsFiles:
 
 
 def prepare_statistics(kind: str, context: MergeContext, count: int, settings: Mapping[str, Any], compute) -> StatisticsFiles:
-    """Compute (or reuse) one statistics file per source model and open them."""
-    options = context.options
-    stats_dir = Path(options.get("stats_dir") or default_stats_dir())
+    """Compute (or reuse) one statistics file per source model, from ``count`` examples of
+    its labelled data (``context.data``), and open them."""
+    data = context.data
     paths, reused = [], []
     for source in context.sources:
-        examples = sample(examples_for(source.locale, options), count, int(options.get("seed", 0)))
+        examples = sample(data.examples(source.locale), count, data.seed)
         path, was_cached = cached_statistics(
-            kind, source.locale, source.path, examples, settings, stats_dir,
+            kind, source.locale, source.path, examples, settings, data.stats_dir,
             lambda source=source, examples=examples: compute(source.path, examples),
         )
         paths.append(path)
@@ -115,19 +104,11 @@ class FisherStrategy(MergeStrategy):
     name = "fisher"
     description = "Fisher merging: parameters weighted by each model's diagonal empirical Fisher (from labelled data)."
     reference = "https://arxiv.org/abs/2111.09832"
-    params = (EPSILON,)
+    params = (EPSILON, examples_param("the Fisher information"))
     needs_data = True
 
-    def options_read(self) -> frozenset[str]:
-        return super().options_read() | {"fisher_examples"}
-
-    def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
-        check_data_options(options, "--fisher-examples")
-
     def prepare(self, context: MergeContext) -> StatisticsFiles:
-        options = context.options
-        count = int(options.get("fisher_examples") or 256)
-        max_length = int(options.get("max_length") or 128)
+        count, max_length = context.params["examples"], context.data.max_length
 
         def compute(model_dir: Path, examples) -> dict[str, torch.Tensor]:
             return empirical_fisher(model_dir, examples.texts, examples.labels, context.device, max_length,

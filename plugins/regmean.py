@@ -20,7 +20,7 @@ from merginguriel_core.params import Param
 from merginguriel_core.training import token_limit
 from merginguriel_core.statistics import label_ids, load_classifier
 from merginguriel_core.maths import tensors as tm
-from merginguriel_plugins.fisher import StatisticsFiles, check_data_options, prepare_statistics
+from merginguriel_plugins.fisher import StatisticsFiles, examples_param, prepare_statistics
 
 
 def input_grams(model_dir: Path, texts: list[str], labels: list[str], device: torch.device, max_length: int,
@@ -74,20 +74,13 @@ class RegMeanStrategy(MergeStrategy):
               minimum=0.0, maximum=1.0),
         Param("ridge", float, 1e-6, "added to the diagonal, relative to its mean, so the system is invertible",
               minimum=0.0),
+        examples_param("the Gram matrices"),
+        Param("batch_size", int, 16, "examples per forward pass while computing the Gram matrices", minimum=1),
     )
     needs_data = True
 
-    def options_read(self) -> frozenset[str]:
-        return super().options_read() | {"regmean_examples"}
-
-    def check(self, params: Mapping[str, Any], num_models: int, options: Mapping[str, Any]) -> None:
-        check_data_options(options, "--regmean-examples")
-
     def prepare(self, context: MergeContext) -> StatisticsFiles:
-        options = context.options
-        count = int(options.get("regmean_examples") or 256)
-        max_length = int(options.get("max_length") or 128)
-        batch_size = int(options.get("batch_size") or 16)
+        count, max_length, batch_size = context.params["examples"], context.data.max_length, context.params["batch_size"]
 
         def compute(model_dir: Path, examples) -> dict[str, torch.Tensor]:
             return input_grams(model_dir, examples.texts, examples.labels, context.device, max_length, batch_size,

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from merginguriel_core import outputs
 from merginguriel_core.errors import MergingUrielError
-from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
+from merginguriel_core.merge import SourceModel, run_merge
+from merginguriel_core.plan import plan_merge
 from merginguriel_plugins.linear import LinearStrategy
 
 PATTERN = "xlm-roberta-base_massive_k_{locale}"
@@ -59,7 +60,7 @@ def main() -> None:
     sources = [SourceModel(locale, zoo / PATTERN.format(locale=locale), weight)
                for locale, weight in (("de-DE", 0.6), ("nl-NL", 0.4))]
     try:
-        run_merge(MergeRequest(sources, Paused(), output, overwrite=mode == "kill-swap", progress=False))
+        run_merge(plan_merge(output, strategy=Paused(), sources=sources, overwrite=mode == "kill-swap", progress=False))
     except MergingUrielError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)

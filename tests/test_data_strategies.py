@@ -58,7 +58,7 @@ def _independent_fisher(model_dir: Path) -> dict[str, torch.Tensor]:
 def test_fisher_statistics_merge_and_cache(runner, zoo_dir, data_file, tmp_path):
     stats = tmp_path / "stats"
     out = tmp_path / "fisher"
-    result = _merge(runner, zoo_dir, out, "fisher", data_file, stats, "--fisher-examples", "8")
+    result = _merge(runner, zoo_dir, out, "fisher", data_file, stats, "--param", "examples=8")
     assert result.exit_code == 0, result.output
     details = json.loads((out / "merge_details.json").read_text())
     files = [Path(entry["file"]) for entry in details["statistics"]]
@@ -83,11 +83,11 @@ def test_fisher_statistics_merge_and_cache(runner, zoo_dir, data_file, tmp_path)
 
     # A second run reuses every statistics file; changed data makes new ones.
     again = tmp_path / "again"
-    assert _merge(runner, zoo_dir, again, "fisher", data_file, stats, "--fisher-examples", "8").exit_code == 0
+    assert _merge(runner, zoo_dir, again, "fisher", data_file, stats, "--param", "examples=8").exit_code == 0
     assert [e["reused"] for e in json.loads((again / "merge_details.json").read_text())["statistics"]] == [True] * 3
     data_file.write_text(data_file.read_text() + "the city river\tgeography\n", encoding="utf-8")
     changed = tmp_path / "changed"
-    assert _merge(runner, zoo_dir, changed, "fisher", data_file, stats, "--fisher-examples", "9").exit_code == 0
+    assert _merge(runner, zoo_dir, changed, "fisher", data_file, stats, "--param", "examples=9").exit_code == 0
     assert [e["reused"] for e in json.loads((changed / "merge_details.json").read_text())["statistics"]] == [False] * 3
     assert len(list(stats.glob("fisher-*.safetensors"))) == 6 and not list(stats.glob(".*tmp*"))
 
@@ -138,7 +138,8 @@ def test_labels_outside_the_model_are_an_error(runner, zoo_dir, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (("--fisher-examples", "0"), "--fisher-examples must be at least 1, got 0"),
+    (("--param", "examples=0"), "parameter examples=0 of strategy 'fisher' is out of range; allowed: [1, inf)"),
+    (("--max-length", "1"), "--max-length must be at least 2, got 1"),
     (("--data-dir", "/nonexistent/sib"), "--data-dir /nonexistent/sib is not a folder"),
 ])
 def test_bad_data_options(runner, zoo_dir, data_file, tmp_path, extra, message):
@@ -151,10 +152,10 @@ def test_fisher_on_each_models_own_sib200_training_data(runner, zoo_dir, tmp_pat
     out = tmp_path / "sib"
     result = run_cli(runner, "merge", "--target-lang", "de-DE", "--num-languages", "2", "--models", zoo_dir,
                      "--strategy", "fisher", "--data-dir", SIB200,
-                     "--fisher-examples", "4", "--stats-dir", tmp_path / "stats", "--output", out, "--no-progress")
+                     "--param", "examples=4", "--stats-dir", tmp_path / "stats", "--output", out, "--no-progress")
     assert result.exit_code == 0, result.output
     details = json.loads((out / "merge_details.json").read_text())
-    assert details["options"]["data_dir"] == str(SIB200)
+    assert details["data"]["data_dir"] == str(SIB200) and details["params"]["examples"] == 4
     assert len(details["statistics"]) == 2
 
 
@@ -169,9 +170,10 @@ def test_every_strategy_from_the_cli_gives_a_working_classifier(runner, zoo_dir,
     # Each strategy gets the options it reads (`mu merge` refuses the others).
     read = installed_registry().get("strategy", strategy).options_read()
     offered = {"base_model": ("--base-model", zoo_dir / "base"), "data_file": ("--data-file", data_file),
-               "fisher_examples": ("--fisher-examples", "4"), "regmean_examples": ("--regmean-examples", "4"),
                "stats_dir": ("--stats-dir", tmp_path / "stats")}
     extra = [part for name, option in offered.items() if name in read for part in option]
+    if "data_file" in read:  # fewer examples than the default 256: the data file has 8
+        extra += ["--param", "examples=4"]
     result = run_cli(runner, "merge", "--target-lang", "de-DE", "--weighting", "uriel", "--strategy", strategy,
                      "--models", zoo_dir, *extra, "--output", out, "--no-progress")
     assert result.exit_code == 0, result.output

@@ -337,7 +337,8 @@ def test_interrupted_merge_leaves_nothing(zoo_dir, tmp_path):
     """An interruption (Ctrl-C, or SIGTERM, which `mu` turns into SystemExit) removes the temporary folder."""
     from merginguriel_cli.main import _terminate
     from merginguriel_core.interfaces import MergeStrategy
-    from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
+    from merginguriel_core.merge import SourceModel, run_merge
+    from merginguriel_core.plan import plan_merge
 
     class Interrupted(MergeStrategy):
         name, description = "interrupted", "raises like a SIGTERM half-way"
@@ -351,8 +352,8 @@ def test_interrupted_merge_leaves_nothing(zoo_dir, tmp_path):
 
     out = tmp_path / "merged"
     with pytest.raises(SystemExit) as stop:
-        run_merge(MergeRequest([SourceModel("de-DE", zoo_dir / PATTERN.format(locale="de-DE"), 1.0)],
-                               Interrupted(), out, progress=False))
+        run_merge(plan_merge(out, strategy=Interrupted(), progress=False,
+                             sources=[SourceModel("de-DE", zoo_dir / PATTERN.format(locale="de-DE"), 1.0)]))
     assert stop.value.code == 143
     assert not out.exists() and _no_leftovers(tmp_path, "merged")
 

@@ -21,8 +21,9 @@ from safetensors.torch import load_file
 
 from conftest import run_cli
 from merginguriel_core import outputs
-from merginguriel_core.errors import OutputError
-from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
+from merginguriel_core.errors import ConfigError, OutputError, first_line
+from merginguriel_core.merge import SourceModel, run_merge
+from merginguriel_core.plan import plan_merge
 from merginguriel_plugins.linear import LinearStrategy
 
 PATTERN = "xlm-roberta-base_massive_k_{locale}"
@@ -140,7 +141,7 @@ def test_an_old_output_left_beside_a_finished_one_is_reported_not_deleted(runner
 def test_ctrl_c_during_the_swap_lands_after_it(zoo_dir, tmp_path, monkeypatch):
     out = tmp_path / "merged"
     sources = [SourceModel("de-DE", zoo_dir / PATTERN.format(locale="de-DE"), 1.0)]
-    run_merge(MergeRequest(sources, LinearStrategy(), out, progress=False))
+    run_merge(plan_merge(out, strategy=LinearStrategy(), sources=sources, progress=False))
     real_exchange = outputs.exchange
 
     def interrupted_exchange(first, second):
@@ -150,7 +151,7 @@ def test_ctrl_c_during_the_swap_lands_after_it(zoo_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(outputs, "exchange", interrupted_exchange)
     new = [SourceModel("nl-NL", zoo_dir / PATTERN.format(locale="nl-NL"), 1.0)]
     with pytest.raises(KeyboardInterrupt):
-        run_merge(MergeRequest(new, LinearStrategy(), out, overwrite=True, progress=False))
+        run_merge(plan_merge(out, strategy=LinearStrategy(), sources=new, overwrite=True, progress=False))
     assert json.loads((out / "merge_details.json").read_text())["sources"][0]["locale"] == "nl-NL"
     merged, source = load_file(out / "model.safetensors"), load_file(zoo_dir / PATTERN.format(locale="nl-NL") / "model.safetensors")
     assert merged.keys() == source.keys() and all(torch.equal(merged[k], source[k]) for k in merged)
@@ -160,7 +161,7 @@ def test_ctrl_c_during_the_swap_lands_after_it(zoo_dir, tmp_path, monkeypatch):
 def test_overwrite_replaces_only_what_existed_at_the_start(zoo_dir, tmp_path):
     out = tmp_path / "merged"
     sources = [SourceModel("de-DE", zoo_dir / PATTERN.format(locale="de-DE"), 1.0)]
-    run_merge(MergeRequest(sources, LinearStrategy(), out, progress=False))
+    run_merge(plan_merge(out, strategy=LinearStrategy(), sources=sources, progress=False))
 
     class SwapsTheOutput(LinearStrategy):
         done = False
@@ -174,7 +175,7 @@ def test_overwrite_replaces_only_what_existed_at_the_start(zoo_dir, tmp_path):
             return super().merge_chunk(chunk, statistics)
 
     with pytest.raises(OutputError, match="appeared while this run was writing it") as error:
-        run_merge(MergeRequest(sources, SwapsTheOutput(), out, overwrite=True, progress=False))
+        run_merge(plan_merge(out, strategy=SwapsTheOutput(), sources=sources, overwrite=True, progress=False))
     assert (out / "theirs.txt").read_text() == "theirs"
     kept = Path(str(error.value).rsplit(" is at ", 1)[1])
     assert (kept / "model.safetensors").is_file() and (tmp_path / "moved" / "model.safetensors").is_file()
@@ -252,8 +253,8 @@ def test_every_file_is_fsynced_before_it_is_placed(zoo_dir, tmp_path, monkeypatc
 
     monkeypatch.setattr(outputs.os, "fsync", record)
     out = tmp_path / "merged"
-    run_merge(MergeRequest([SourceModel("de-DE", zoo_dir / PATTERN.format(locale="de-DE"), 1.0)], LinearStrategy(),
-                           out, progress=False))
+    run_merge(plan_merge(out, strategy=LinearStrategy(), progress=False,
+                         sources=[SourceModel("de-DE", zoo_dir / PATTERN.format(locale="de-DE"), 1.0)]))
     staged = {Path(p).name for p in synced if Path(p).parent.name.startswith(".merged.tmp-")}
     assert staged == {p.name for p in out.iterdir()}
     assert str(tmp_path) in synced  # the rename itself, through the parent folder
@@ -268,6 +269,32 @@ def test_result_files_are_not_replaced_when_they_appear(tmp_path):
     assert path.read_text() == "theirs"
     assert Path(str(error.value).rsplit(" is at ", 1)[1]).read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_json_results_are_written_through_the_same_helper(tmp_path):
+    path = tmp_path / "details.json"
+    outputs.write_json_atomically(path, {"b": [1, 2], "a": "é"})
+    assert path.read_text(encoding="utf-8") == json.dumps({"b": [1, 2], "a": "é"}, indent=2) + "\n"
+    with pytest.raises(OutputError, match="appeared while this run was writing it"):
+        outputs.write_json_atomically(path, {}, replace=False)
+    assert json.loads(path.read_text()) == {"b": [1, 2], "a": "é"}
+
+
+def test_a_results_folder_with_results_in_it_needs_overwrite(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "comparison.md").write_text("old")
+    with pytest.raises(ConfigError, match=r"comparison.md already exists; pass --overwrite to replace it"):
+        outputs.check_results_folder(out, ["comparison.csv", "comparison.md"], overwrite=False)
+    outputs.check_results_folder(out, ["comparison.csv", "comparison.md"], overwrite=True)
+    with pytest.raises(ConfigError, match=r"exists and is not a folder"):
+        outputs.check_results_folder(out / "comparison.md", [], overwrite=True)
+
+
+def test_first_line_of_an_error():
+    assert first_line(ValueError("\n  bad value\nTraceback ...\n")) == "bad value"
+    assert first_line(OSError()) == "OSError" and first_line(OSError(), "unreadable") == "unreadable"
+    assert first_line("one\ntwo") == "one" and first_line("") == ""
 
 
 def test_train_keeps_a_folder_that_appears_while_it_trains(runner, zoo_dir, sib_dir, tmp_path, monkeypatch):

@@ -33,8 +33,8 @@ def _error(result) -> str:
     (("--target-lang", "de-DE", "--strategy", "ties", "--base-model", "{zoo}/base", "--seed", "3"),
      "--seed is not read by --strategy ties (read by dare, dare_linear, dare_ties, della, della_linear, fisher, regmean)"),
     (("--target-lang", "de-DE", "--data-dir", "{zoo}"), "--data-dir is not read by --strategy linear (read by fisher, regmean)"),
-    (("--target-lang", "de-DE", "--strategy", "regmean", "--data-dir", "{zoo}", "--fisher-examples", "8"),
-     "--fisher-examples is not read by --strategy regmean (read by fisher)"),
+    (("--target-lang", "de-DE", "--strategy", "ties", "--base-model", "{zoo}/base", "--stats-dir", "{zoo}"),
+     "--stats-dir is not read by --strategy ties (read by fisher, regmean)"),
 ])
 def test_merge_refuses_options_it_would_ignore(runner, zoo_dir, tmp_path, args, message):
     args = [str(a).format(zoo=zoo_dir) for a in args]
@@ -72,7 +72,7 @@ def test_every_builtin_declares_what_it_reads():
     assert registry.get("weighting", "average").options_read(None) == frozenset()
     assert registry.get("strategy", "linear").options_read() == frozenset()
     assert registry.get("strategy", "dare_linear").options_read() == {"base_model", "seed"}
-    assert registry.get("strategy", "fisher").options_read() >= {"data_dir", "fisher_examples", "seed"}
+    assert registry.get("strategy", "fisher").options_read() >= {"data_dir", "stats_dir", "seed"}
 
 
 # ---------------------------------------------------------- non-finite sources
@@ -154,7 +154,7 @@ def test_a_damaged_statistics_file_is_recomputed(runner, zoo_dir, tmp_path):
 
     def merge(out):
         return run_cli(runner, "merge", "--models", zoo_dir, "--weighting", "manual", "--weights", "de-DE=1,nl-NL=1",
-                       "--strategy", "fisher", "--data-file", data, "--fisher-examples", "4", "--stats-dir", stats,
+                       "--strategy", "fisher", "--data-file", data, "--param", "examples=4", "--stats-dir", stats,
                        "--output", out, "--no-progress")
 
     assert merge(tmp_path / "first").exit_code == 0

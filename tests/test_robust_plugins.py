@@ -525,14 +525,14 @@ def test_fixed_order_datasets_keep_their_own_order(zoo_dir, sib_dir, registry):
 
 def test_ensemble_on_a_table_in_the_models_label_order(runner, zoo_dir, tmp_path, unordered_table, registry):
     from merginguriel_core.ensemble import run_ensemble
+    from merginguriel_core.plan import plan_ensemble
 
     csv = _table(tmp_path / "sib.csv")
     models = {loc: zoo_dir / PATTERN.format(locale=loc) for loc in ("de-DE", "nl-NL", "af-ZA")}
     sources = [("de-DE", 0.7), ("nl-NL", 0.3)]
-    result = run_ensemble(target="af-ZA", sources=sources, models=models,
-                          method=registry.get("voting_method", "uriel_logits"), dataset=unordered_table,
-                          location=str(csv), split="test", evaluators=[registry.get("evaluator", "accuracy")],
-                          predictor=Predictor(LogitsCache(None), torch.device("cpu")))
+    plan = plan_ensemble(target="af-ZA", sources=sources, models=models, method="uriel_logits", dataset=unordered_table,
+                         data_file=csv, evaluators=["accuracy"], no_cache=True, device="cpu", registry=registry)
+    result = run_ensemble(plan, Predictor(LogitsCache(None), torch.device("cpu")))
     examples = unordered_table.load(str(csv), "af-ZA", "test")
     combined = sum(w * _hand_logits(models[loc], examples.texts) for loc, w in sources)
     gold = gold_ids(examples, list(LABELS))

@@ -39,7 +39,7 @@ def _weights(name, matrix_csv=None, target="de-DE", available=LOCALES[1:], num_l
              params=None, sinkhorn_iters=20, features="syntax_knn"):
     selection = select_sources(installed_registry().get("weighting", name), target=target, available=available,
                                num_languages=num_languages, top_k=top_k, similarity_matrix=matrix_csv,
-                               params=params or {}, sinkhorn_iters=sinkhorn_iters, features=features)
+                               weighting_params=params or {}, sinkhorn_iters=sinkhorn_iters, features=features)
     return dict(selection.result.weights), selection.result
 
 

@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from merginguriel_core.errors import ConfigError
-from merginguriel_core.merge import MergeRequest, SourceModel, run_merge
+from merginguriel_core.merge import SourceModel, run_merge
+from merginguriel_core.plan import plan_merge
 from merginguriel_core.maths import tensors as tm
 from merginguriel_core.maths.magnitude import kth_largest
 from merginguriel_core.maths.spherical import spherical_coefficients
@@ -46,21 +47,22 @@ def _save(folder: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 
 def merge_arrays(tmp_path: Path, strategy: str, params: dict | None = None, *, sources=None, base=BASE,
-                 weights=WEIGHTS, chunk_bytes: int | None = None, seed: int = 0, options=None, name="out"):
+                 weights=WEIGHTS, chunk_bytes: int | None = None, seed: int = 0, data=None, name="out"):
     sources = SOURCES if sources is None else sources
     folders = [_save(tmp_path / f"src{i}", arrays) for i, arrays in enumerate(sources)]
     base_folder = _save(tmp_path / "base", base) if base is not None else None
     locales = ["de-DE", "nl-NL", "af-ZA", "da-DK"][: len(sources)]
-    run_merge(MergeRequest(
+    run_merge(plan_merge(
+        tmp_path / name,
         sources=[SourceModel(loc, f, w) for loc, f, w in zip(locales, folders, weights)],
         strategy=installed_registry().get("strategy", strategy),
-        output=tmp_path / name,
         params=params or {},
-        base=base_folder,
-        chunk_bytes=chunk_bytes,
+        base_model=base_folder,
+        chunk_size=chunk_bytes,
         seed=seed,
         progress=False,
-        options=options or {},
+        data=data,
+        given=(),
     ))
     return {k: v.numpy().astype(np.float64) for k, v in load_file(tmp_path / name / "model.safetensors").items()}
 
