@@ -257,7 +257,7 @@ def main() -> None:
             if mk_out:
                 shutil.rmtree(mk_out, ignore_errors=True)
         # Fisher: statistics computed once (8 examples per model), then a timed merge that reuses them.
-        fisher_extra = ("--data-file", str(data), "--fisher-examples", "8", "--stats-dir", str(args.cache / "stats"))
+        fisher_extra = ("--data-file", str(data), "--param", "examples=8", "--stats-dir", str(args.cache / "stats"))
         ours("fisher", fisher_extra)
         shutil.rmtree(work / "ours-fisher", ignore_errors=True)
         fisher_figures, _ = ours("fisher", fisher_extra)

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from merginguriel_core.merge import MergeRequest, SourceModel, _TensorMerger, run_merge
+from merginguriel_core.merge import SourceModel, _TensorMerger, run_merge
+from merginguriel_core.plan import plan_merge
 from merginguriel_core.plugins import get_registry
 
 
@@ -57,10 +58,10 @@ def main() -> None:
         def merge(strategy: str, check: bool, name: str) -> float:
             _TensorMerger._check_finite = checked if check else (lambda self, *a: None)
             plugin = registry.get("strategy", strategy)
-            request = MergeRequest(sources, plugin, root / name, base=base if plugin.needs_base else None,
-                                   progress=False)
+            plan = plan_merge(root / name, strategy=plugin, sources=sources,
+                              base_model=base if plugin.needs_base else None, progress=False)
             started = time.perf_counter()
-            run_merge(request)
+            run_merge(plan)
             return time.perf_counter() - started
 
         merge(args.strategies[0], True, "warm-up")

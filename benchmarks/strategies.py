@@ -38,8 +38,8 @@ STRATEGIES = [
     ("linear", []), ("task_arithmetic", []), ("ties", ["--param", "density=0.5"]),
     ("dare", []), ("dare_linear", []), ("dare_ties", []), ("breadcrumbs", []), ("breadcrumbs_ties", []),
     ("della", []), ("della_linear", []), ("karcher", []), ("model_stock", []), ("fisher_simple", []),
-    ("fisher", ["--data-dir", "{data}", "--fisher-examples", "{examples}"]),
-    ("regmean", ["--data-dir", "{data}", "--regmean-examples", "{examples}"]),
+    ("fisher", ["--data-dir", "{data}", "--param", "examples={examples}"]),
+    ("regmean", ["--data-dir", "{data}", "--param", "examples={examples}"]),
 ]
 
 

@@ -34,7 +34,8 @@ from scipy import stats
 
 from merginguriel_core.ensemble import run_ensemble
 from merginguriel_core.evaluation import LogitsCache, Predictor, gold_ids
-from merginguriel_core.merge import MergeRequest, SourceModel, resolve_device, run_merge
+from merginguriel_core.merge import SourceModel, resolve_device, run_merge
+from merginguriel_core.plan import plan_ensemble, plan_merge
 from merginguriel_core.models import collect_models
 from merginguriel_core.plugins import get_registry
 from merginguriel_core.selection import select_sources
@@ -105,20 +106,20 @@ def main() -> None:
             available = [locale for locale in models if locale != target]
             for label, plugin, params in weightings(nxn):
                 selection = select_sources(registry.get("weighting", plugin), target=target, available=available,
-                                           top_k=20, num_languages=5, params=params)
-                sources = selection.result.weights
+                                           top_k=20, num_languages=5, weighting_params=params)
+                sources = selection.weights
                 row = {"target": target, "weighting": label, "sources": " ".join(f"{l}:{w:.3f}" for l, w in sources),
                        "n_sources": len(sources)}
-                ensemble = run_ensemble(target=target, sources=sources, models=models, method=voting, dataset=dataset,
-                                        location=location, split="test", evaluators=evaluators, predictor=cached)
+                ensemble = run_ensemble(plan_ensemble(selection=selection, models=models, method=voting, dataset=dataset,
+                                                      data_dir=location, evaluators=evaluators, registry=registry), cached)
                 row["ensemble uriel_logits"] = ensemble.metrics["accuracy"]
                 for strategy_name in ("linear", "ties"):
                     strategy = registry.get("strategy", strategy_name)
                     output = Path(scratch) / f"{target}-{plugin}-{strategy_name}"
                     t0 = time.perf_counter()
-                    run_merge(MergeRequest(
-                        sources=[SourceModel(l, models[l], w) for l, w in sources], strategy=strategy, output=output,
-                        base=base if strategy.needs_base else None, progress=False,
+                    run_merge(plan_merge(
+                        output, sources=[SourceModel(l, models[l], w) for l, w in sources], strategy=strategy,
+                        base_model=base if strategy.needs_base else None, progress=False,
                     ))
                     t1 = time.perf_counter()
                     logits = fresh.logits(output, examples, label_space)
