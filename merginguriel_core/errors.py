@@ -34,3 +34,18 @@ class TensorFileError(ModelError):
 
 class OutputError(MergingUrielError):
     """An output that cannot be written or placed: busy, appeared meanwhile, or no space."""
+
+
+def first_line(error: BaseException | str, default: str | None = None) -> str:
+    """The first line of an error's message, for a one-line report of an error raised by
+    another library (whose messages may run over many lines).
+
+    Leading blank lines and spaces are skipped. An empty message gives ``default``, or
+    without one the exception's class name (``""`` for an empty string).
+    """
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    if default is not None:
+        return default
+    return type(error).__name__ if isinstance(error, BaseException) else ""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from merginguriel_core.errors import ConfigError, LanguageError, ModelError
+from merginguriel_core.errors import ConfigError, LanguageError, ModelError, first_line
 from merginguriel_core.languages import resolve_language
 
 DEFAULT_PATTERN = "xlm-roberta-base_massive_k_{locale}"
@@ -168,7 +168,6 @@ def resolve_location(location: str) -> Path:
 
         return Path(snapshot_download(location, allow_patterns=HUB_PATTERNS))
     except Exception as exc:  # offline, unknown repo, auth: all one message
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
-            f"cannot fetch hub model {location!r} (no local folder of that name either): {first_line}"
+            f"cannot fetch hub model {location!r} (no local folder of that name either): {first_line(exc)}"
         ) from None

@@ -2,8 +2,9 @@
 
 Every file and folder MergingUriel writes goes through this module:
 
-- :func:`atomic_file` / :func:`write_text_atomically`: one file, written under a temporary
-  name in the same folder, flushed to disk (fsync), then renamed into place. Without
+- :func:`staged_file` / :func:`atomic_file` / :func:`write_text_atomically` (and
+  :func:`write_bytes_atomically`, :func:`write_json_atomically`): one file, written under a
+  temporary name in the same folder, flushed to disk (fsync), then renamed into place. Without
   ``replace=True`` a file that exists *at the moment of the rename* is never replaced: the
   new result is kept beside it under a name the error gives.
 - :func:`staged_folder`: a whole output folder (a merged or fine-tuned model). The output
@@ -15,7 +16,8 @@ Every file and folder MergingUriel writes goes through this module:
   when the run started is replaced, by one atomic exchange where the system has one.
   Leftovers of killed runs (temporary folders, an old output moved aside) are cleaned or
   restored by the next run to the same output, which says what it did.
-- :func:`check_output_path`: an output never is, contains or lies inside an input.
+- :func:`check_output_path`: an output never is, contains or lies inside an input;
+  :func:`check_results_folder`: nor replaces result files unasked.
 
 Disk-full and file-size-limit errors become one-line :class:`OutputError` messages that say
 what was being written and how much space it needed.
@@ -27,6 +29,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import json
 import os
 import re
 import secrets
@@ -36,7 +39,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from merginguriel_core.errors import ConfigError, OutputError
 from merginguriel_core.notes import note
@@ -269,6 +272,11 @@ def write_bytes_atomically(path: Path, data: bytes, *, replace: bool = True) -> 
         handle.write(data)
 
 
+def write_json_atomically(path: Path, data: Any, *, replace: bool = True) -> None:
+    """Write ``data`` as JSON (indented, newline-terminated) through :func:`atomic_file`."""
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n", replace=replace)
+
+
 def space_error(exc: OSError, target: Path, needed: int | None, written: int | None = None) -> OutputError:
     """A one-line :class:`OutputError` for a write that ran out of space or hit a size limit."""
     where = exc.filename or target
@@ -308,6 +316,21 @@ def check_output_path(output: Path, inputs: Iterable[Path | str | None], option:
             raise ConfigError(
                 f"{option} {output} would overwrite, hold or sit inside the input {item}; choose another path"
             )
+
+
+def check_results_folder(output: Path, names: Iterable[str], overwrite: bool,
+                         inputs: Iterable[Path | str | None] = ()) -> None:
+    """Refuse an ``--output`` folder of result files that already holds one of the files
+    ``names`` (unless ``overwrite``), has no parent, is not a folder, or is, holds or lies
+    inside one of the ``inputs`` (:func:`check_output_path`)."""
+    check_output_path(output, inputs)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"--output {output} exists and is not a folder")
+    existing = [name for name in names if (output / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"{output / existing[0]} already exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise ConfigError(f"the folder {output.parent} for --output does not exist")
 
 
 # ------------------------------------------------------------------- output folders

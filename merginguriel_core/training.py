@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -122,21 +122,59 @@ def train_one(
 
 def _train(dataset: Dataset, location: str | None, locale: str, base_model: str, config: TrainingConfig,
            device: torch.device, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
-    """The training loop of :func:`train_one`: returns the model, its tokenizer and the details."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
-
-    from merginguriel_core.statistics import load_pretrained
-
+    """The training run of :func:`train_one`: returns the model, its tokenizer and the details."""
     started = time.perf_counter()
+    splits = _load_splits(dataset, location, locale, config)
+    _seed_everything(config.seed)
+    model, tokenizer = _load_model(base_model, splits.label_space, device)
+    steps, losses = _fit(model, tokenizer, splits, config, device, locale, progress)
+    logits = predict_logits(model, tokenizer, splits.dev.texts, 64, config.max_length, device)
+    dev_accuracy = float(np.mean(logits.argmax(-1) == splits.dev_labels.numpy()))
+    details = {
+        "dataset": dataset.name,
+        "data": location or dataset.hub_id,
+        "locale": locale,
+        "base_model": base_model,
+        "labels": splits.label_space,
+        "train_examples": len(splits.train.texts),
+        "dev_examples": len(splits.dev.texts),
+        "steps": steps,
+        "final_train_loss": float(np.mean(losses[-20:])) if losses else None,
+        "dev_accuracy": dev_accuracy,
+        "seconds": round(time.perf_counter() - started, 1),
+        "device": str(device),
+        "config": asdict(config),
+    }
+    return model, tokenizer, details
+
+
+class _Splits(NamedTuple):
+    """The train and dev examples of one run, their labels as ids, and the label space."""
+
+    label_space: list[str]
+    train: Examples
+    dev: Examples
+    train_labels: torch.Tensor
+    dev_labels: torch.Tensor
+
+
+def _load_splits(dataset: Dataset, location: str | None, locale: str, config: TrainingConfig) -> _Splits:
+    """``locale``'s train (cut to ``max_train_examples``) and dev splits, labels checked."""
     label_space = dataset.labels(location)
     train = dataset.load(location, locale, "train")
     dev = dataset.load(location, locale, "dev")
     if config.max_train_examples is not None:
         train = Examples(train.texts[: config.max_train_examples], train.labels[: config.max_train_examples], train.source)
-    train_labels = label_ids(train.labels, train, label_space)
-    dev_labels = label_ids(dev.labels, dev, label_space)
+    return _Splits(label_space, train, dev, label_ids(train.labels, train, label_space),
+                   label_ids(dev.labels, dev, label_space))
 
-    _seed_everything(config.seed)
+
+def _load_model(base_model: str, label_space: list[str], device: torch.device) -> tuple[Any, Any]:
+    """``base_model`` with a new classification head over ``label_space``, on ``device``, and its tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from merginguriel_core.statistics import load_pretrained
+
     tokenizer = load_pretrained(AutoTokenizer, base_model)
     model = load_pretrained(
         AutoModelForSequenceClassification,
@@ -146,6 +184,16 @@ def _train(dataset: Dataset, location: str | None, locale: str, base_model: str,
         label2id={label: i for i, label in enumerate(label_space)},
         use_safetensors=True,
     ).to(device)
+    return model, tokenizer
+
+
+def _fit(model, tokenizer, splits: _Splits, config: TrainingConfig, device: torch.device, locale: str,
+         progress: bool) -> tuple[int, list[float]]:
+    """The optimisation loop (AdamW, linear warm-up and decay, clipped gradients, a seeded
+    shuffle each epoch); returns the steps taken and the loss of each."""
+    from transformers import get_linear_schedule_with_warmup
+
+    train, train_labels = splits.train, splits.train_labels
     max_length = token_limit(model, config.max_length)
     if config.freeze_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
@@ -177,25 +225,7 @@ def _train(dataset: Dataset, location: str | None, locale: str, base_model: str,
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-
-    logits = predict_logits(model, tokenizer, dev.texts, 64, config.max_length, device)
-    dev_accuracy = float(np.mean(logits.argmax(-1) == dev_labels.numpy()))
-    details = {
-        "dataset": dataset.name,
-        "data": location or dataset.hub_id,
-        "locale": locale,
-        "base_model": base_model,
-        "labels": label_space,
-        "train_examples": len(train.texts),
-        "dev_examples": len(dev.texts),
-        "steps": step,
-        "final_train_loss": float(np.mean(losses[-20:])) if losses else None,
-        "dev_accuracy": dev_accuracy,
-        "seconds": round(time.perf_counter() - started, 1),
-        "device": str(device),
-        "config": asdict(config),
-    }
-    return model, tokenizer, details
+    return step, losses
 
 
 def _save(model, tokenizer, details: dict[str, Any], folder: Path) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_cli, installed_registry
+from conftest import WORDS, run_cli, installed_registry
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.evaluation import best_overall_zero_shot, best_source
 from merginguriel_core.maths.metrics import accuracy, macro_f1
@@ -24,7 +24,9 @@ def test_sib200_dataset_reads_local_folders(sib_dir):
     data = installed_registry().get("dataset", "sib200")
     assert data.locales(str(sib_dir)) == ["af-ZA", "de-DE", "nl-NL", "sw-KE"]
     test = data.load(str(sib_dir), "sw-KE", "test")
-    assert len(test) == 21 and test.labels[0] == "science/technology" or len(test) == 21
+    # conftest's _sib_folder: 3 test rows for each of the 7 labels, in WORDS' order ("sports" first)
+    assert len(test) == 21 and test.labels[0] == "sports"
+    assert sorted(set(test.labels)) == sorted(WORDS) and all(test.labels.count(label) == 3 for label in WORDS)
     assert data.labels(str(sib_dir))[0] == "science/technology" and len(data.labels(None)) == 7
     with pytest.raises(ConfigError, match=r"has no data for fr-FR; it has af-ZA, de-DE, nl-NL, sw-KE"):
         data.load(str(sib_dir), "fr-FR", "test")

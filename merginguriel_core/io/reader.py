@@ -74,6 +74,16 @@ def read_header(file: Path) -> tuple[dict[str, str], list[TensorInfo]]:
     :class:`TensorFileError` if the file is truncated, has trailing bytes, or its header
     is not valid JSON describing densely packed tensors of known dtypes.
     """
+    raw, data_start, file_size = _read_header_bytes(file)
+    header = _decode_header(file, raw)
+    metadata = _pop_metadata(file, header)
+    tensors = _tensor_layout(file, header, data_start, file_size)
+    return metadata, tensors
+
+
+def _read_header_bytes(file: Path) -> tuple[bytes, int, int]:
+    """The JSON bytes of ``file``'s header, where its data section starts and the file's size;
+    the 8-byte length prefix is checked against the limit and the file size."""
     try:
         file_size = file.stat().st_size
         with open(file, "rb") as handle:
@@ -92,25 +102,37 @@ def read_header(file: Path) -> tuple[dict[str, str], list[TensorInfo]]:
                     f"truncated safetensors file {file}: header length says {header_len} bytes, "
                     f"file has {file_size - 8} after the length"
                 )
-            raw = handle.read(header_len)
+            return handle.read(header_len), 8 + header_len, file_size
     except OSError as exc:
         raise TensorFileError(f"cannot read safetensors file {file}: {exc.strerror or exc}") from exc
+
+
+def _decode_header(file: Path, raw: bytes) -> dict[str, Any]:
+    """The header as a JSON object."""
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TensorFileError(f"invalid safetensors header in {file}: not UTF-8 JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise TensorFileError(f"invalid safetensors header in {file}: expected a JSON object")
+    return header
 
+
+def _pop_metadata(file: Path, header: dict[str, Any]) -> dict[str, str]:
+    """Take ``__metadata__`` out of ``header`` (leaving the tensor entries); it must map strings to strings."""
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise TensorFileError(f"invalid safetensors header in {file}: __metadata__ must map strings to strings")
+    return dict(metadata)
 
-    data_start = 8 + header_len
+
+def _tensor_layout(file: Path, entries: dict[str, Any], data_start: int, file_size: int) -> list[TensorInfo]:
+    """The tensors of the header's ``entries`` in data-offset order, checked to pack the data
+    section densely: no gaps, no overlaps, nothing missing or left over at the end."""
     spans: list[tuple[int, int, str, torch.dtype, tuple[int, ...]]] = []
-    for name, entry in header.items():
+    for name, entry in entries.items():
         dtype, shape, begin, end = _parse_entry(file, name, entry)
         spans.append((begin, end, name, dtype, shape))
     spans.sort(key=lambda span: (span[0], span[1]))  # stable: ties keep header order
@@ -134,7 +156,7 @@ def read_header(file: Path) -> tuple[dict[str, str], list[TensorInfo]]:
         raise TensorFileError(
             f"invalid safetensors file {file}: header describes {position} bytes of data, file has {data_size}"
         )
-    return dict(metadata), tensors
+    return tensors
 
 
 def _parse_entry(file: Path, name: str, entry: Any) -> tuple[torch.dtype, tuple[int, ...], int, int]:
