@@ -5,25 +5,19 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from merginguriel_core.ensemble import run_ensemble
 from merginguriel_core.errors import ConfigError
-from merginguriel_core.outputs import OutputLock
+from merginguriel_core.outputs import OutputLock, check_results_folder, write_text_atomically
 from merginguriel_core.plan import data_location, plan_ensemble
 from merginguriel_core.plugins import get_registry
+from merginguriel_core.reports import COMPARISON_FILES, comparison_row, write_comparison_report
 from merginguriel_cli import options as opt
-from merginguriel_cli.results import check_results_folder, write_json_atomically, write_text_atomically
 from merginguriel_cli.selecting import print_selection
 
-if TYPE_CHECKING:  # pandas is imported where it is used: it costs every `mu` call ~0.5 s
-    import pandas as pd
-
-
-#: The files `mu compare-ensembles` writes into --output.
-COMPARISON_FILES = ("comparison.csv", "comparison.json", "comparison.md")
 
 def ensemble(
     ctx: typer.Context,
@@ -57,7 +51,7 @@ def ensemble(
     progress: opt.Progress = True,
 ) -> None:
     """Ensemble the sources `mu merge` would select (same options, same weights) on --target-lang's split."""
-    import pandas as pd
+    import pandas as pd  # imported here: it costs every `mu` call ~0.5 s
 
     if predictions is not None and (predictions.exists() or not predictions.parent.is_dir()):
         raise ConfigError(f"--predictions {predictions} exists or its folder does not; choose a new file")
@@ -114,8 +108,6 @@ def compare_ensembles(
     progress: opt.Progress = True,
 ) -> None:
     """Every (target, voting method) pair: accuracy next to the baselines, with mean, std, rank and wins per method."""
-    import pandas as pd
-
     registry_ = get_registry()
     methods = [registry_.get("voting_method", name) for name in opt.split_list(voting_methods) or registry_.names("voting_method")]
     check_results_folder(output, COMPARISON_FILES, overwrite, [models, registry, data_location(data_dir, data_file)])
@@ -129,72 +121,18 @@ def compare_ensembles(
                     max_length=max_length, device=device, cache_dir=cache_dir, no_cache=no_cache, progress=progress,
                     registry=registry_, given=opt.given_options(ctx),
                 )
-                if predictor is None:  # one predictor for every run: each model runs on each split once
-                    predictor = plan.predictor()
+                predictor = predictor or plan.predictor()  # one for every run: each model runs on each split once
+                if method is methods[0]:
                     for note in plan.selection.notes:
                         typer.echo(f"Note ({plan.target}): {note}", err=True)
                 rows.append(comparison_row(run_ensemble(plan, predictor)))
-        table = pd.DataFrame(rows)
-        summary = summarise(table)
         wall = time.perf_counter() - started
-        output.mkdir(exist_ok=True)
-        write_text_atomically(output / "comparison.csv", table.to_csv(index=False, float_format="%.4f"),
-                              replace=overwrite)
-        write_json_atomically(output / "comparison.json", replace=overwrite, data={
-            "rows": rows, "summary": summary.reset_index().to_dict(orient="records"),
+        markdown = write_comparison_report(output, rows, replace=overwrite, extra={
             "forward_passes": predictor.forward_passes, "cache_hits": predictor.cache_hits, "wall_seconds": round(wall, 2),
         })
-        markdown = to_markdown(table, summary)
-        write_text_atomically(output / "comparison.md", markdown, replace=overwrite)
     typer.echo(markdown)
     typer.echo(f"{len(rows)} runs, {predictor.forward_passes} forward passes, {predictor.cache_hits} cached, "
                f"{wall:.1f} s -> {output}")
-
-
-def comparison_row(result) -> dict:
-    """One row of comparison.csv: a (target, voting method) result next to its baselines."""
-    return {
-        "target": result.target, "voting_method": result.method, "accuracy": result.metrics["accuracy"],
-        "macro_f1": result.metrics.get("macro_f1"), "sources": " ".join(l for l, _ in result.sources),
-        "best_source": result.best_source[0], "best_source_accuracy": result.best_source[1],
-        "best_zero_shot": result.best_zero_shot[0] if result.best_zero_shot else None,
-        "best_zero_shot_accuracy": result.best_zero_shot[1] if result.best_zero_shot else None,
-    }
-
-
-def summarise(table: pd.DataFrame) -> pd.DataFrame:
-    """Per method: mean and std of accuracy, average rank across targets (1 = best; ties share
-    the mean rank) and wins (strictly better) against each baseline."""
-    ranks = table.groupby("target")["accuracy"].rank(ascending=False, method="average")
-    table = table.assign(rank=ranks,
-                         beats_best_source=table["accuracy"] > table["best_source_accuracy"],
-                         beats_best_zero_shot=table["accuracy"] > table["best_zero_shot_accuracy"].fillna(float("inf")))
-    return table.groupby("voting_method").agg(
-        mean_accuracy=("accuracy", "mean"), std_accuracy=("accuracy", "std"), mean_rank=("rank", "mean"),
-        wins_vs_best_source=("beats_best_source", "sum"), wins_vs_best_zero_shot=("beats_best_zero_shot", "sum"),
-        targets=("target", "count"),
-    ).sort_values("mean_rank")
-
-
-def to_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
-    import pandas as pd
-
-    pivot = table.pivot(index="target", columns="voting_method", values="accuracy")
-    baselines = table.drop_duplicates("target").set_index("target")[["best_source_accuracy", "best_zero_shot_accuracy"]]
-    lines = ["| target | " + " | ".join(pivot.columns) + " | best source | best zero-shot |",
-             "|---" * (len(pivot.columns) + 3) + "|"]
-    for target, row in pivot.iterrows():
-        base = baselines.loc[target]
-        cells = [f"{row[c]:.4f}" for c in pivot.columns]
-        zero = "—" if pd.isna(base["best_zero_shot_accuracy"]) else f"{base['best_zero_shot_accuracy']:.4f}"
-        lines.append(f"| {target} | " + " | ".join(cells) + f" | {base['best_source_accuracy']:.4f} | {zero} |")
-    lines += ["", "| method | mean | std | mean rank | wins vs best source | wins vs best zero-shot |", "|---|---|---|---|---|---|"]
-    for method, row in summary.iterrows():
-        std = "—" if pd.isna(row["std_accuracy"]) else f"{row['std_accuracy']:.4f}"
-        lines.append(f"| {method} | {row['mean_accuracy']:.4f} | {std} | {row['mean_rank']:.2f} | "
-                     f"{int(row['wins_vs_best_source'])}/{int(row['targets'])} | "
-                     f"{int(row['wins_vs_best_zero_shot'])}/{int(row['targets'])} |")
-    return "\n".join(lines) + "\n"
 
 
 def register(app: typer.Typer) -> None:

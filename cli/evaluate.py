@@ -14,7 +14,7 @@ from merginguriel_core.merge import resolve_device
 from merginguriel_core import plan as door
 from merginguriel_core.plugins import get_registry
 from merginguriel_cli import options as opt
-from merginguriel_cli.results import write_json_atomically
+from merginguriel_core.outputs import write_json_atomically
 
 
 def evaluator_plugins(names: Optional[list[str]]):

@@ -1,5 +1,6 @@
 """Labelled text examples, and the reader of local CSV/TSV/JSONL tables behind the dataset
-plugins (a text column and a label column; see ``plugins/datasets.py``).
+plugins (a text column and a label column; see ``plugins/table.py`` and
+:mod:`merginguriel_core.dataset_files`).
 
 A file that cannot be read as a table is a one-line :class:`ConfigError` naming the file, the
 line and what was expected: bytes that are not UTF-8, a JSONL line that is not a JSON object,

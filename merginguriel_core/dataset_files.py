@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from merginguriel_core.data import Examples, Table
-from merginguriel_core.errors import ConfigError, LanguageError
+from merginguriel_core.errors import ConfigError, LanguageError, first_line
 from merginguriel_core.languages import Language, resolve_language
 from merginguriel_core.notes import note_once
 
@@ -61,7 +61,7 @@ def hub_split(hub_id: str, config: str, split: str):
 
         return load_dataset(hub_id, config, split=HUB_SPLIT[split])
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ConfigError(
             f"cannot load {hub_id} ({config}, {split}) from the hub: {first}; give a local copy with --data-dir"
         ) from None

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from merginguriel_core.data import Examples
-from merginguriel_core.errors import ConfigError, ModelError, OutputError
+from merginguriel_core.errors import ConfigError, ModelError, OutputError, first_line
 from merginguriel_core.interfaces import Dataset, Evaluator
 from merginguriel_core.notes import note, note_once
 from merginguriel_core.outputs import atomic_file
@@ -182,7 +182,7 @@ class LogitsCache:
             logits = _read_logits(path)
             problem = _logits_problem(logits, shape)
         except CACHE_READ_ERRORS as exc:
-            problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'unreadable'}"
+            problem = f"{type(exc).__name__}: {first_line(exc, 'unreadable')}"
         if problem is None:
             return logits
         note(f"logits cache file {path} is unreadable ({problem}); removed it, recomputing")

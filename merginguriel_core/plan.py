@@ -175,15 +175,52 @@ def plan_merge(
     Every check that needs no model file runs first, and all their problems are reported
     together; then the sources are selected, and (with ``fetch``) their folders resolved.
     """
-    from merginguriel_core.io import parse_size
-    from merginguriel_core.merge import DTYPES, MergePlan, SourceModel, check_output, check_strategy_options, resolve_device
-    from merginguriel_core.params import resolve_params
+    from merginguriel_core.merge import MergePlan, check_output
 
     output = Path(output)
     problems = Problems()
     resolved: dict[str, Any] = {}
     with problems.check():
         resolved["strategy"] = resolve_plugin("strategy", strategy, registry)
+    resolved |= _run_settings(problems, output, overwrite, device, dtype, chunk_size, max_shard_size, data, registry)
+    if isinstance(selection, SelectionOptions):
+        with problems.check():
+            selection.check()
+    if (selection is None) == (sources is None):
+        problems.errors.append(ConfigError("give the sources of a merge: a selection over models, or sources"))
+    if "strategy" in resolved:
+        given_here = _given_strategy_options(base_model, data, seed) if given is None else set(given)
+        _strategy_settings(problems, resolved, params, given_here, registry)
+    problems.raise_any()
+
+    chosen: MergeStrategy = resolved["strategy"]
+    picked, refs, chosen_selection = _merge_sources(selection, sources, models, registry, given)
+    if base_model is None and chosen.needs_base and refs:
+        base_model = _default_base([s.locale for s in picked], refs)
+    chosen.check(resolved["params"], len(picked), resolved.get("data"))
+    if chosen.needs_base and base_model is None:
+        raise ConfigError(f"strategy {chosen.name!r} needs a base model; pass --base-model PATH_OR_HUB_ID")
+    details = {} if chosen_selection is None else {
+        "target": chosen_selection.target, "weighting": chosen_selection.weighting,
+        "weighting_details": chosen_selection.result.details}
+    plan = MergePlan(
+        sources=picked, strategy=chosen, output=output, params=resolved["params"],
+        base=Path(base_model) if base_model is not None else None, device=resolved["device"], dtype=dtype,
+        chunk_bytes=resolved["chunk_bytes"], max_shard_bytes=resolved["max_shard_bytes"], overwrite=overwrite,
+        seed=seed, progress=progress, data=resolved.get("data"), details=details, selection=chosen_selection,
+    )
+    check_output(output, overwrite, [s.path for s in picked] + ([plan.base] if plan.base is not None else []))
+    return fetch_models(plan, {locale: ref.location for locale, ref in refs.items()}) if fetch else plan
+
+
+def _run_settings(problems: Problems, output: Path, overwrite: bool, device: str, dtype: str,
+                  chunk_size: str | int | None, max_shard_size: str | int, data: LabelledData | None,
+                  registry: Any) -> dict[str, Any]:
+    """The merge's device, sizes, output and data, each checked on its own into ``problems``."""
+    from merginguriel_core.io import parse_size
+    from merginguriel_core.merge import DTYPES, check_output, resolve_device
+
+    resolved: dict[str, Any] = {}
     with problems.check():
         resolved["device"] = resolve_device(device)
     with problems.check():
@@ -198,56 +235,41 @@ def plan_merge(
     if data is not None:
         with problems.check():
             resolved["data"] = _checked_data(data, registry)
-    if isinstance(selection, SelectionOptions):
-        with problems.check():
-            selection.check()
-    if (selection is None) == (sources is None):
-        problems.errors.append(ConfigError("give the sources of a merge: a selection over models, or sources"))
-    if "strategy" in resolved:
-        chosen: MergeStrategy = resolved["strategy"]
-        given_here = _given_strategy_options(base_model, data, seed) if given is None else set(given)
-        with problems.check():
-            check_strategy_options(chosen, given_here, _alternatives("strategy", registry))
-        with problems.check():
-            resolved["params"] = resolve_params(chosen.params, params or {}, f"strategy {chosen.name!r}")
-        with problems.check():
-            _check_needs(chosen, data)
-    problems.raise_any()
+    return resolved
 
-    chosen = resolved["strategy"]
-    refs: dict[str, ModelRef] = {}
+
+def _strategy_settings(problems: Problems, resolved: dict[str, Any], params: Mapping[str, Any] | None,
+                       given: set[str], registry: Any) -> None:
+    """The strategy's options read, params and needs, each checked on its own into ``problems``."""
+    from merginguriel_core.merge import check_strategy_options
+    from merginguriel_core.params import resolve_params
+
+    chosen: MergeStrategy = resolved["strategy"]
+    with problems.check():
+        check_strategy_options(chosen, given, _alternatives("strategy", registry))
+    with problems.check():
+        resolved["params"] = resolve_params(chosen.params, params or {}, f"strategy {chosen.name!r}")
+    with problems.check():
+        _check_needs(chosen, resolved.get("data"))
+
+
+def _merge_sources(selection: SelectionOptions | Selection | None, sources: Iterable[Any] | None,
+                   models: ModelsLike | None, registry: Any, given: Iterable[str] | None):
+    """``(sources with normalised weights, model refs, the selection or None)``."""
+    from merginguriel_core.merge import SourceModel
+
     if sources is not None:
         sources = list(sources)
         weights = normalised([(s.locale, s.weight) for s in sources])
-        picked = tuple(replace(s, path=Path(s.path), weight=w) for s, (_, w) in zip(sources, weights))
-        details: dict[str, Any] = {}
-        chosen_selection = None
+        return tuple(replace(s, path=Path(s.path), weight=w) for s, (_, w) in zip(sources, weights)), {}, None
+    if models is None:
+        raise ConfigError("a selection needs the models it chooses from (--models, --registry or --model)")
+    if isinstance(selection, SelectionOptions):
+        chosen, refs = choose_sources(selection, models, registry=registry, given=given)
     else:
-        if isinstance(selection, SelectionOptions):
-            if models is None:
-                raise ConfigError("a selection needs models to choose from (--models, --registry or --model)")
-            chosen_selection, refs = choose_sources(selection, models, registry=registry, given=given)
-        else:
-            if models is None:
-                raise ConfigError("a finished selection needs the models it chose from (models=...)")
-            chosen_selection, refs = selection, model_refs(models)
-        picked = tuple(SourceModel(locale, Path(refs[locale].location), weight) for locale, weight in chosen_selection.weights)
-        details = {"target": chosen_selection.target, "weighting": chosen_selection.weighting,
-                   "weighting_details": chosen_selection.result.details}
-    if base_model is None and chosen.needs_base and refs:
-        base_model = _default_base([s.locale for s in picked], refs)
-    data_plan = resolved.get("data")
-    chosen.check(resolved["params"], len(picked), data_plan)
-    if chosen.needs_base and base_model is None:
-        raise ConfigError(f"strategy {chosen.name!r} needs a base model; pass --base-model PATH_OR_HUB_ID")
-    plan = MergePlan(
-        sources=picked, strategy=chosen, output=output, params=resolved["params"],
-        base=Path(base_model) if base_model is not None else None, device=resolved["device"], dtype=dtype,
-        chunk_bytes=resolved["chunk_bytes"], max_shard_bytes=resolved["max_shard_bytes"], overwrite=overwrite,
-        seed=seed, progress=progress, data=data_plan, details=details, selection=chosen_selection,
-    )
-    check_output(output, overwrite, [s.path for s in picked] + ([plan.base] if plan.base is not None else []))
-    return fetch_models(plan, {locale: ref.location for locale, ref in refs.items()}) if fetch else plan
+        chosen, refs = selection, model_refs(models)
+    picked = tuple(SourceModel(locale, Path(refs[locale].location), weight) for locale, weight in chosen.weights)
+    return picked, refs, chosen
 
 
 def fetch_models(plan: "MergePlan", locations: Mapping[str, str] | None = None) -> "MergePlan":

@@ -60,7 +60,7 @@ from typing import Any, Iterable, Iterator, TextIO
 import pluggy
 
 from merginguriel_core import hookspecs
-from merginguriel_core.errors import ConfigError, PluginError
+from merginguriel_core.errors import ConfigError, PluginError, first_line
 from merginguriel_core.notes import note_once
 
 #: kind -> hook name. A kind is what ``mu plugins`` prints before the provided names.
@@ -402,7 +402,7 @@ def _failure(exc: BaseException, phase: str) -> str:
     if isinstance(exc, PluginError):
         return str(exc)
     if isinstance(exc, Exception):
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip()
+        return f"{type(exc).__name__}: {first_line(exc, '')}".rstrip()
     return f"{exc!r} while {phase}"
 
 

@@ -15,16 +15,23 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
+from tqdm.auto import tqdm
 from safetensors.torch import save_file
 
 from merginguriel_core.data import Examples
-from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
+from merginguriel_core.errors import ConfigError, ModelError, TensorFileError, first_line
+from merginguriel_core.io import TensorSource
 from merginguriel_core.io.reader import read_header
 from merginguriel_core.notes import note
 from merginguriel_core.outputs import staged_file
+from merginguriel_core.params import Param
+
+if TYPE_CHECKING:
+    from merginguriel_core.interfaces import MergeContext
 
 
 def default_stats_dir() -> Path:
@@ -97,7 +104,7 @@ def load_pretrained(loader, name_or_path: str | Path, **kwargs):
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise ModelError(f"cannot load {name_or_path}: {first}") from None
 
 
@@ -119,3 +126,123 @@ def label_ids(model, examples: Examples) -> list[int]:
             f"({', '.join(sorted(mapping)) or 'none'})"
         )
     return [mapping[label] for label in examples.labels]
+
+
+# ------------------------------------------------ statistics of data-dependent strategies
+def empirical_fisher(model_dir: Path, texts: list[str], labels: list[str], device: torch.device,
+                     max_length: int, progress: bool) -> dict[str, torch.Tensor]:
+    """Diagonal empirical Fisher: the mean over examples of (∂ log p(yₙ|xₙ)/∂θ)², per parameter.
+
+    One example per backward pass (the Fisher needs per-example gradients); gold labels.
+    """
+    from merginguriel_core.data import Examples
+
+    model, tokenizer = load_classifier(model_dir, device)
+    model.eval()  # no dropout: the Fisher of the deterministic model
+    ids = label_ids(model, Examples(texts, labels, str(model_dir)))
+    from merginguriel_core.training import token_limit
+
+    max_length = token_limit(model, max_length)
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    fisher = {name: torch.zeros_like(p) for name, p in params.items()}
+    for text, label in tqdm(list(zip(texts, ids)), desc=f"Fisher {model_dir.name}", disable=not progress, leave=False):
+        model.zero_grad(set_to_none=True)
+        batch = tokenizer([text], return_tensors="pt", truncation=True, max_length=max_length).to(device)
+        log_probs = torch.log_softmax(model(**batch).logits, dim=-1)
+        (-log_probs[0, label]).backward()
+        for name, p in params.items():
+            if p.grad is not None:
+                fisher[name] += p.grad.detach() ** 2
+    return {name: f / len(texts) for name, f in fisher.items()}
+
+
+def examples_param(what: str) -> Param:
+    """The ``examples`` param of a data-dependent strategy: how many examples per model."""
+    return Param("examples", int, 256, f"labelled examples per model for {what} (drawn with the run's seed)",
+                 minimum=1)
+
+
+@dataclass
+class StatisticsFiles:
+    """Open per-model statistics files for the merge pass."""
+
+    readers: list[TensorSource]
+    paths: list[Path]
+    reused: list[bool]
+
+    def rows(self, name: str, start: int, stop: int, scalar: bool, device: torch.device) -> list[torch.Tensor] | None:
+        if not all(name in reader for reader in self.readers):
+            return None
+        read = (lambda r: r.get(name)) if scalar else (lambda r: r.get_rows(name, start, stop))
+        return [read(r).to(device=device, dtype=torch.float32) for r in self.readers]
+
+    def whole(self, name: str, device: torch.device) -> list[torch.Tensor] | None:
+        return self.rows(name, 0, 0, True, device)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """For merge_details.json: which statistics files were used, and whether reused."""
+        return [{"file": str(p), "reused": r} for p, r in zip(self.paths, self.reused)]
+
+    def close(self) -> None:
+        for reader in self.readers:
+            reader.close()
+
+
+def prepare_statistics(kind: str, context: "MergeContext", count: int, settings: Mapping[str, Any], compute) -> StatisticsFiles:
+    """Compute (or reuse) one statistics file per source model, from ``count`` examples of
+    its labelled data (``context.data``), and open them."""
+    data = context.data
+    paths, reused = [], []
+    for source in context.sources:
+        examples = sample(data.examples(source.locale), count, data.seed)
+        path, was_cached = cached_statistics(
+            kind, source.locale, source.path, examples, settings, data.stats_dir,
+            lambda source=source, examples=examples: compute(source.path, examples),
+        )
+        paths.append(path)
+        reused.append(was_cached)
+    return StatisticsFiles([TensorSource(p) for p in paths], paths, reused)
+
+
+def input_grams(model_dir: Path, texts: list[str], labels: list[str], device: torch.device, max_length: int,
+                batch_size: int, progress: bool) -> dict[str, torch.Tensor]:
+    """Per linear layer ``<module>.weight``: Σ xxᵀ / (number of tokens) over the layer's inputs.
+
+    Padding positions are left out, using the attention mask of the current batch.
+    """
+    from merginguriel_core.data import Examples
+
+    model, tokenizer = load_classifier(model_dir, device)
+    model.eval()
+    label_ids(model, Examples(texts, labels, str(model_dir)))  # same label space check as Fisher
+    from merginguriel_core.training import token_limit
+
+    max_length = token_limit(model, max_length)
+    grams: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    current_mask: list[torch.Tensor] = []
+
+    def hook(name: str):
+        def record(module, inputs, output):
+            x = inputs[0].detach()
+            if x.dim() == 3:  # (batch, tokens, features): keep real tokens only
+                x = x[current_mask[0].bool()]
+            x = x.reshape(-1, x.shape[-1]).float()
+            grams[name] = grams.get(name, 0) + x.T @ x
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return record
+
+    handles = [module.register_forward_hook(hook(f"{name}.weight"))
+               for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    try:
+        with torch.no_grad():
+            for start in tqdm(range(0, len(texts), batch_size), desc=f"RegMean {model_dir.name}",
+                              disable=not progress, leave=False):
+                batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                                  truncation=True, max_length=max_length).to(device)
+                current_mask[:] = [batch["attention_mask"]]
+                model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: gram / counts[name] for name, gram in grams.items()}

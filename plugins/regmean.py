@@ -9,60 +9,15 @@ weighted average. Gram matrices are computed once per model and stored as safete
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy, TensorJob
 from merginguriel_core.params import Param
-from merginguriel_core.training import token_limit
-from merginguriel_core.statistics import label_ids, load_classifier
+from merginguriel_core.statistics import StatisticsFiles, examples_param, input_grams, prepare_statistics
 from merginguriel_core.maths import tensors as tm
-from merginguriel_plugins.fisher import StatisticsFiles, examples_param, prepare_statistics
-
-
-def input_grams(model_dir: Path, texts: list[str], labels: list[str], device: torch.device, max_length: int,
-                batch_size: int, progress: bool) -> dict[str, torch.Tensor]:
-    """Per linear layer ``<module>.weight``: Σ xxᵀ / (number of tokens) over the layer's inputs.
-
-    Padding positions are left out, using the attention mask of the current batch.
-    """
-    from merginguriel_core.data import Examples
-
-    model, tokenizer = load_classifier(model_dir, device)
-    model.eval()
-    label_ids(model, Examples(texts, labels, str(model_dir)))  # same label space check as Fisher
-    max_length = token_limit(model, max_length)
-    grams: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    current_mask: list[torch.Tensor] = []
-
-    def hook(name: str):
-        def record(module, inputs, output):
-            x = inputs[0].detach()
-            if x.dim() == 3:  # (batch, tokens, features): keep real tokens only
-                x = x[current_mask[0].bool()]
-            x = x.reshape(-1, x.shape[-1]).float()
-            grams[name] = grams.get(name, 0) + x.T @ x
-            counts[name] = counts.get(name, 0) + x.shape[0]
-        return record
-
-    handles = [module.register_forward_hook(hook(f"{name}.weight"))
-               for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
-    try:
-        with torch.no_grad():
-            for start in tqdm(range(0, len(texts), batch_size), desc=f"RegMean {model_dir.name}",
-                              disable=not progress, leave=False):
-                batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                                  truncation=True, max_length=max_length).to(device)
-                current_mask[:] = [batch["attention_mask"]]
-                model(**batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: gram / counts[name] for name, gram in grams.items()}
 
 
 class RegMeanStrategy(MergeStrategy):

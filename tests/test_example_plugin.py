@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "merginguriel-median"

@@ -19,7 +19,7 @@ from merginguriel_core.languages import resolve_language
 from merginguriel_core.models import DEFAULT_PATTERN
 from merginguriel_core.uriel import uriel_vectors
 
-REAL_SIB200 = Path("/work/shared/data/sib200")
+REAL_SIB200 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sib200"
 
 #: The 205 language folders of the full SIB-200 release (dadelani/sib-200 data/annotated and
 #: the Davlan/sib200 configs): the 204 FLORES-200 codes plus nqo_Nkoo, which SIB-200 adds.
@@ -254,7 +254,7 @@ def test_a_folder_name_is_flores_shaped_only_with_an_iso_15924_script(name):
         resolve_language(name)
 
 
-@pytest.mark.skipif(not REAL_SIB200.is_dir(), reason="/work/shared/data/sib200 is not present")
+@pytest.mark.skipif(not REAL_SIB200.is_dir(), reason="../shared/data/sib200 is not present")
 def test_real_sib200_copy_next_to_folders_that_do_not_map(tmp_path, caplog):
     for child in REAL_SIB200.iterdir():
         if child.is_dir():
