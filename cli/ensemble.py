@@ -49,6 +49,7 @@ def ensemble(
     no_cache: opt.NoCache = False,
     device: opt.Device = "auto",
     progress: opt.Progress = True,
+    config: opt.Config = None,
 ) -> None:
     """Ensemble the sources `mu merge` would select (same options, same weights) on --target-lang's split."""
     import pandas as pd  # imported here: it costs every `mu` call ~0.5 s
@@ -106,6 +107,7 @@ def compare_ensembles(
     device: opt.Device = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing comparison files in --output.")] = False,
     progress: opt.Progress = True,
+    config: opt.Config = None,
 ) -> None:
     """Every (target, voting method) pair: accuracy next to the baselines, with mean, std, rank and wins per method."""
     registry_ = get_registry()

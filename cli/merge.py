@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import LabelledData
 from merginguriel_core.merge import run_merge
 from merginguriel_core.params import parse_assignments
@@ -20,7 +21,7 @@ from merginguriel_cli.selecting import print_selection
 
 def merge(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the merged model to.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write the merged model to (not needed with --dry-run).")] = None,
     target_lang: opt.TargetLang = None,
     weighting: opt.Weighting = opt.DEFAULTS["weighting"],
     strategy: Annotated[str, typer.Option("--strategy", help="Merge strategy (see `mu plugins`).")] = "linear",
@@ -53,8 +54,11 @@ def merge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show sources and weights, merge nothing.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the merge details as JSON when done.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    config: opt.Config = None,
 ) -> None:
     """Merge source models into one for --target-lang, weighted by --weighting."""
+    if output is None and not dry_run:
+        raise ConfigError("mu merge needs --output FOLDER (only --dry-run goes without)")
     data = None
     if data_dir is not None or data_file is not None:
         data = LabelledData(dataset, data_dir, data_file, max_length=max_length, seed=seed, stats_dir=stats_dir)

@@ -37,6 +37,7 @@ def nxn(
     device: opt.Device = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing evaluation_matrix.csv in --output.")] = False,
     progress: opt.Progress = True,
+    config: opt.Config = None,
 ) -> None:
     """Evaluate every source model on every target language (logits cached; a rerun computes only what is missing)."""
 

@@ -83,9 +83,9 @@ def model_sources(ctx: typer.Context) -> ModelSources:
 
 
 def given_options(ctx: typer.Context) -> set[str]:
-    """The options of this command that the user gave (on the command line or through the
-    environment), not left at their defaults; names with underscores (``top_k``)."""
-    given = {"COMMANDLINE", "ENVIRONMENT"}  # typer vendors click: compare the enum by name
+    """The options of this command that the user gave (on the command line, through the
+    environment or in ``--config``), not left at their defaults; names with underscores (``top_k``)."""
+    given = {"COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP"}  # DEFAULT_MAP: from --config; compare enum names
     return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) in given}
 
 
@@ -120,3 +120,59 @@ def check_locales(data, location: Optional[str], locales: list[str], split: str)
 
 
 data_location = _door.data_location  # one definition, in the core
+
+
+def _config_value(param, value, key: str, where: str):
+    """A config value as the option takes it: a list for a repeatable option (a mapping
+    ``{density: 0.5}`` becomes ``["density=0.5"]``), a single value otherwise."""
+    from merginguriel_core.errors import ConfigError
+
+    if getattr(param, "multiple", False):
+        if isinstance(value, dict):
+            return [f"{k}={v}" for k, v in value.items()]
+        return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    if isinstance(value, (dict, list)):
+        raise ConfigError(f"{where}: {key} takes one value, got a {type(value).__name__}")
+    return value
+
+
+def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[Path]) -> Optional[Path]:
+    """Eager ``--config`` callback: the file's options become this command's defaults, so
+    options on the command line override them. A ``merge_details.json`` redoes that merge."""
+    from merginguriel_core.configs import is_merge_record, merge_record_options, read_config
+    from merginguriel_core.errors import ConfigError
+
+    if value is None:
+        return value
+    command = ctx.command
+    params = {p.name: p for p in command.params if p.name not in ("config", "help")}
+    entries = read_config(value)
+    if is_merge_record(entries):
+        if command.name != "merge":
+            raise ConfigError(f"--config {value} is a merge record (merge_details.json); only mu merge reads one")
+        values = merge_record_options({key: item for key, (item, _) in entries.items()})
+        values = {k: v for k, v in values.items() if v != params[k].default and v != []}
+    else:
+        values = {}
+        for key, (item, line) in entries.items():
+            name = key.lstrip("-").replace("-", "_")
+            where = f"--config {value}:{line}"
+            if name not in params:
+                import difflib
+
+                close = difflib.get_close_matches(name, list(params), n=1)
+                hint = f"did you mean {close[0].replace('_', '-')!r}? " if close else ""
+                raise ConfigError(f"{where}: unknown key {key!r} for mu {command.name}; {hint}the keys are its "
+                                  f"options without the dashes (see mu {command.name} --help)")
+            if item is not None:
+                values[name] = _config_value(params[name], item, key, where)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
+Config = Annotated[
+    Optional[Path],
+    typer.Option("--config", is_eager=True, callback=_load_config,
+                 help="YAML or JSON file of this command's options (keys: option names, e.g. top-k: 5); options "
+                      "on the command line override it. A merge_details.json redoes that merge (mu merge)."),
+]

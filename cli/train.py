@@ -38,6 +38,7 @@ def train(
     device: opt.Device = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Retrain a locale whose model folder exists.")] = False,
     progress: opt.Progress = True,
+    config: opt.Config = None,
 ) -> None:
     """Fine-tune --base-model on --locale (or each of --locales) and save safetensors, tokenizer,
     labels and training_details.json. A batch skips locales whose model is already finished."""

@@ -59,7 +59,7 @@ class MergePlan:
 
     sources: tuple[SourceModel, ...]
     strategy: MergeStrategy
-    output: Path
+    output: Path | None
     params: Mapping[str, Any]
     base: Path | None = None
     device: torch.device = torch.device("cpu")
@@ -477,6 +477,8 @@ def run_merge(plan: MergePlan) -> MergeSummary:
     it); the output appears only when complete. The plan is only read."""
     if not isinstance(plan, MergePlan):
         raise TypeError(f"run_merge takes a MergePlan (from plan_merge), not {type(plan).__name__}")
+    if plan.output is None:
+        raise ConfigError("this merge plan has no output folder; plan it with one to run it")
     reuse_freed_buffers()
     started = time.perf_counter()
     with ExitStack() as stack:

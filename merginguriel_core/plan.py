@@ -109,6 +109,35 @@ def resolve_plugin(kind: str, value: Any, registry: Any = None) -> Any:
     return registry.get(kind, value)
 
 
+def _registry_for(registry: Any, *values: Any) -> Any:
+    """``registry``, or the installed plugins loaded once for this call when a name needs them."""
+    if registry is None and any(isinstance(value, str) for value in values):
+        from merginguriel_core.plugins import load_plugins
+
+        return load_plugins()
+    return registry
+
+
+def plugin_provenance(kind: str, obj: Any, registry: Any = None) -> dict[str, Any]:
+    """Which plugin (distribution and version) provides ``obj``, for ``merge_details.json``:
+    from ``registry`` when it registered ``obj``, else from the package of ``obj``'s class."""
+    import importlib.metadata
+
+    name = getattr(obj, "name", None)
+    owner = getattr(registry, "owners", {}).get((kind, name)) if registry is not None else None
+    if owner is not None and registry.objects[kind].get(name) is obj:
+        record = registry.record(owner)
+        return {"name": name, "plugin": owner, "distribution": record.distribution, "version": record.version}
+    module = type(obj).__module__
+    distributions = importlib.metadata.packages_distributions().get(module.split(".")[0], [])
+    distribution = distributions[0] if distributions else None
+    try:
+        version = importlib.metadata.version(distribution) if distribution else None
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    return {"name": name, "plugin": None, "module": module, "distribution": distribution, "version": version}
+
+
 def _alternatives(kind: str, registry: Any) -> list[Any]:
     """Every usable plugin of ``kind`` (for "read by ..." hints), none without a registry."""
     return [] if registry is None else [registry.get(kind, name) for name in registry.names(kind)]
@@ -139,7 +168,7 @@ def _given_strategy_options(base_model: Any, data: LabelledData | None, seed: in
 
 
 def plan_merge(
-    output: str | Path,
+    output: str | Path | None,
     *,
     strategy: str | MergeStrategy = "linear",
     selection: SelectionOptions | Selection | None = None,
@@ -171,13 +200,16 @@ def plan_merge(
     CLI knows them); an option the weighting or strategy does not read is refused. Without
     it, options that differ from their defaults count as given.
     ``fetch=False`` leaves hub ids unfetched (a dry run); :func:`fetch_models` fetches later.
+    ``output=None`` plans without an output (to look at the sources); such a plan cannot run.
 
     Every check that needs no model file runs first, and all their problems are reported
     together; then the sources are selected, and (with ``fetch``) their folders resolved.
     """
     from merginguriel_core.merge import MergePlan, check_output
 
-    output = Path(output)
+    output = Path(output) if output is not None else None
+    registry = _registry_for(registry, strategy, getattr(selection, "weighting", None),
+                             (data.dataset or "sib200") if data is not None and data.data_file is None else None)
     problems = Problems()
     resolved: dict[str, Any] = {}
     with problems.check():
@@ -200,20 +232,25 @@ def plan_merge(
     chosen.check(resolved["params"], len(picked), resolved.get("data"))
     if chosen.needs_base and base_model is None:
         raise ConfigError(f"strategy {chosen.name!r} needs a base model; pass --base-model PATH_OR_HUB_ID")
-    details = {} if chosen_selection is None else {
+    details: dict[str, Any] = {} if chosen_selection is None else {
         "target": chosen_selection.target, "weighting": chosen_selection.weighting,
         "weighting_details": chosen_selection.result.details}
+    details["plugins"] = {"strategy": plugin_provenance("strategy", chosen, registry)}
+    if chosen_selection is not None and isinstance(selection, SelectionOptions):
+        weighting = resolve_plugin("weighting", selection.weighting, registry)
+        details["plugins"]["weighting"] = plugin_provenance("weighting", weighting, registry)
     plan = MergePlan(
         sources=picked, strategy=chosen, output=output, params=resolved["params"],
         base=Path(base_model) if base_model is not None else None, device=resolved["device"], dtype=dtype,
         chunk_bytes=resolved["chunk_bytes"], max_shard_bytes=resolved["max_shard_bytes"], overwrite=overwrite,
         seed=seed, progress=progress, data=resolved.get("data"), details=details, selection=chosen_selection,
     )
-    check_output(output, overwrite, [s.path for s in picked] + ([plan.base] if plan.base is not None else []))
+    if output is not None:
+        check_output(output, overwrite, [s.path for s in picked] + ([plan.base] if plan.base is not None else []))
     return fetch_models(plan, {locale: ref.location for locale, ref in refs.items()}) if fetch else plan
 
 
-def _run_settings(problems: Problems, output: Path, overwrite: bool, device: str, dtype: str,
+def _run_settings(problems: Problems, output: Path | None, overwrite: bool, device: str, dtype: str,
                   chunk_size: str | int | None, max_shard_size: str | int, data: LabelledData | None,
                   registry: Any) -> dict[str, Any]:
     """The merge's device, sizes, output and data, each checked on its own into ``problems``."""
@@ -230,8 +267,9 @@ def _run_settings(problems: Problems, output: Path, overwrite: bool, device: str
         resolved["chunk_bytes"] = None if chunk_size in (None, "auto") else parse_size(chunk_size)
     with problems.check():
         resolved["max_shard_bytes"] = parse_size(max_shard_size)
-    with problems.check():
-        check_output(output, overwrite)
+    if output is not None:
+        with problems.check():
+            check_output(output, overwrite)
     if data is not None:
         with problems.check():
             resolved["data"] = _checked_data(data, registry)
@@ -293,7 +331,8 @@ def fetch_models(plan: "MergePlan", locations: Mapping[str, str] | None = None) 
             raise ModelError(f"base model folder {base} does not exist")
         if str(base) != str(plan.base):
             details["base_model_origin"] = str(plan.base)
-    check_output(plan.output, plan.overwrite, [s.path for s in fetched] + ([base] if base is not None else []))
+    if plan.output is not None:
+        check_output(plan.output, plan.overwrite, [s.path for s in fetched] + ([base] if base is not None else []))
     return replace(plan, sources=tuple(fetched), base=base, details=details)
 
 
