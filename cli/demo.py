@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -50,6 +51,30 @@ def demo(
         typer.echo(f"  {locale:<8} {resolve_language(locale).name:<22} weight {weight:.4f}")
     typer.echo(f"Merged with {strategy} in {summary.seconds:.2f} s -> {merged}")
     typer.echo(_classify(merged))
+    typer.echo("The zoo's models are untrained tiny stand-ins (random weights around one base), so that label "
+               "says nothing about accuracy: the demo shows the pipeline, not a result.")
+    typer.echo("")
+    typer.echo("Next, try (the zoo's models and base work with every command):")
+    for command in next_commands(output, target):
+        typer.echo(f"  {command}")
+
+
+def next_commands(output: Path, target: str) -> list[str]:
+    """Three commands to paste after the demo, on what it left in ``output``."""
+    mu = _mu()
+    zoo = output / "zoo"
+    return [
+        f"{mu} similarity --target-lang {target} --models {zoo}",
+        f"{mu} merge --target-lang {target} --weighting softmax --strategy ties --base-model {zoo / 'base'} "
+        f"--models {zoo} --output {output / f'merged-{target}-ties'} --overwrite",
+        f"{mu} plugins -v",
+    ]
+
+
+def _mu() -> str:
+    """How this `mu` was called (``.venv/bin/mu`` when the venv is not active), else ``mu``."""
+    called = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    return str(called) if called is not None and called.name == "mu" else "mu"
 
 
 def _classify(folder: Path) -> str:

@@ -108,17 +108,18 @@ def resolve_device(device: str) -> torch.device:
 
 def check_output(output: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
     """Refuse an output that would clobber something: an existing folder (unless
-    ``overwrite``), a symbolic link, the current folder or one above it, or any folder that
-    is, holds or lies inside one of the ``inputs`` (source and base models), whatever
-    ``overwrite`` says. Checked again, atomically, when the result is placed
+    ``overwrite``), a symbolic link, the current folder or one above it, a path under a file,
+    or any folder that is, holds or lies inside one of the ``inputs`` (source and base
+    models), whatever ``overwrite`` says. Missing folders above it are made when it is placed. Checked again, atomically, when the result is placed
     (:func:`merginguriel_core.outputs.staged_folder`)."""
     check_output_path(output, inputs)
     if output.exists() and not overwrite:
         raise ConfigError(f"output {output} already exists; pass --overwrite to replace it")
     if output.exists() and not output.is_dir():
         raise ConfigError(f"output {output} exists and is not a folder")
-    if not output.parent.exists():
-        raise ConfigError(f"the folder {output.parent} for --output does not exist")
+    above = next(folder for folder in [output.parent, *output.parent.parents] if folder.exists())
+    if not above.is_dir():
+        raise ConfigError(f"cannot make the folder for --output {output}: {above} is a file")
 
 
 def check_strategy_options(strategy: MergeStrategy, given: Iterable[str], alternatives: Iterable[MergeStrategy] = ()) -> None:

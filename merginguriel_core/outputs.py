@@ -213,6 +213,39 @@ def _appeared(path: Path, kept: Path, what: str) -> OutputError:
     )
 
 
+def make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above ``path`` (with the user's umask); return those made,
+    outermost first, so a failed run can remove them again (:func:`remove_made`)."""
+    path = Path(path)
+    missing = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()][::-1]
+    made = []
+    for folder in missing:
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                remove_made(made)
+                raise ConfigError(f"cannot make the folder {folder} for {path}: a file is in the way") from None
+            continue
+        except NotADirectoryError:
+            remove_made(made)
+            raise ConfigError(f"cannot make the folder {folder} for {path}: a file is in the way") from None
+        except PermissionError:
+            remove_made(made)
+            raise ConfigError(f"cannot make the folder {folder} for {path}: permission denied") from None
+        made.append(folder)
+    if not path.parent.is_dir():
+        raise ConfigError(f"the folder {path.parent} for {path.name} is not a folder")
+    return made
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the folders :func:`make_parents` made, innermost first, where still empty."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 @contextlib.contextmanager
 def staged_file(path: Path, *, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer that takes a file name (e.g.
@@ -221,9 +254,9 @@ def staged_file(path: Path, *, replace: bool = True) -> Iterator[Path]:
     a name the :class:`OutputError` gives. On failure nothing is left behind.
     """
     path = Path(path)
-    if not path.parent.is_dir():
-        raise ConfigError(f"the folder {path.parent} for {path.name} does not exist")
+    made = make_parents(path)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    placed = False
     try:
         yield temporary
         descriptor = os.open(temporary, os.O_RDONLY)
@@ -241,6 +274,7 @@ def staged_file(path: Path, *, replace: bool = True) -> Iterator[Path]:
                 rename_no_replace(temporary, kept)
                 raise _appeared(path, kept, "file") from None
         fsync_dir(path.parent)
+        placed = True
     except OSError as exc:
         if exc.errno in SPACE_ERRORS:
             raise space_error(exc, path, None) from None
@@ -248,6 +282,8 @@ def staged_file(path: Path, *, replace: bool = True) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
+        if not placed:
+            remove_made(made)
 
 
 @contextlib.contextmanager
@@ -321,16 +357,15 @@ def check_output_path(output: Path, inputs: Iterable[Path | str | None], option:
 def check_results_folder(output: Path, names: Iterable[str], overwrite: bool,
                          inputs: Iterable[Path | str | None] = ()) -> None:
     """Refuse an ``--output`` folder of result files that already holds one of the files
-    ``names`` (unless ``overwrite``), has no parent, is not a folder, or is, holds or lies
-    inside one of the ``inputs`` (:func:`check_output_path`)."""
+    ``names`` (unless ``overwrite``), is not a folder, or is, holds or lies inside one of the
+    ``inputs`` (:func:`check_output_path`). Missing folders above it are made when it is
+    written (:class:`OutputLock`)."""
     check_output_path(output, inputs)
     if output.exists() and not output.is_dir():
         raise ConfigError(f"--output {output} exists and is not a folder")
     existing = [name for name in names if (output / name).exists()]
     if existing and not overwrite:
         raise ConfigError(f"{output / existing[0]} already exists; pass --overwrite to replace it")
-    if not output.parent.is_dir():
-        raise ConfigError(f"the folder {output.parent} for --output does not exist")
 
 
 # ------------------------------------------------------------------- output folders
@@ -358,8 +393,17 @@ class OutputLock:
         self.output = Path(output)
         self.path = self.output.with_name(f".{self.output.name}.lock")
         self._descriptor: int | None = None
+        self._made: list[Path] = []
 
     def __enter__(self) -> OutputLock:
+        self._made = make_parents(self.output)
+        try:
+            return self._acquire()
+        except BaseException:
+            remove_made(self._made)
+            raise
+
+    def _acquire(self) -> OutputLock:
         while True:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
@@ -397,12 +441,14 @@ class OutputLock:
         clock, _, command = command.partition(" ")
         return f"process {pid}, started {date} {clock}" + (f": {command}" if command else "")
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *exc_info) -> None:
         if self._descriptor is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             os.close(self._descriptor)
             self._descriptor = None
+        if exc_type is not None:  # a failed run leaves no folders it made for its output
+            remove_made(self._made)
 
 
 def _leftovers(output: Path) -> list[tuple[Path, str, int | None]]:
@@ -514,9 +560,7 @@ def staged_folder(output: Path, *, overwrite: bool = False, what: str = "output"
     ``needed_bytes`` (the expected size) goes into a disk-full message.
     """
     output = Path(output)
-    if not output.parent.is_dir():
-        raise ConfigError(f"the folder {output.parent} for {output.name} does not exist")
-    with OutputLock(output):
+    with OutputLock(output):  # makes missing folders above it (removed again if the run fails)
         recover(output)
         original = _identity(output)
         if original is not None and not overwrite:

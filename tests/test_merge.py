@@ -368,6 +368,25 @@ def test_nan_in_a_source_is_named(runner, zoo_copy, tmp_path):
     assert "holds NaN or inf values" in result.output and not (tmp_path / "m").exists()
 
 
+def test_missing_folders_above_the_output_are_made_and_removed_again_on_failure(runner, zoo_copy, tmp_path):
+    out = tmp_path / "results" / "sw" / "merged"
+    assert _merge(runner, zoo_copy, out, "--weighting", "manual", "--weights", "nl-NL=1,de-DE=1").exit_code == 0
+    assert (out / "model.safetensors").is_file()
+    path = zoo_copy / PATTERN.format(locale="nl-NL") / "model.safetensors"
+    state = load_file(path)
+    state["classifier.dense.weight"][0, 0] = float("nan")
+    save_file(state, path)
+    failed = tmp_path / "elsewhere" / "deeper" / "merged"
+    result = _merge(runner, zoo_copy, failed, "--weighting", "manual", "--weights", "nl-NL=1,de-DE=1")
+    assert result.exit_code == 1 and "holds NaN or inf values" in result.output
+    assert not (tmp_path / "elsewhere").exists()  # the folders it made for the output went with it
+    (tmp_path / "afile").write_text("x")
+    result = _merge(runner, zoo_copy, tmp_path / "afile" / "merged", "--weighting", "manual", "--weights", "de-DE=1")
+    assert result.exit_code == 1
+    assert f"cannot make the folder for --output {tmp_path / 'afile' / 'merged'}: {tmp_path / 'afile'} is a file" \
+        in result.output and "Target" not in result.output  # refused before anything ran
+
+
 def test_huge_manual_weights_are_normalised(runner, zoo_dir, tmp_path):
     out = tmp_path / "m"
     assert _merge(runner, zoo_dir, out, "--weighting", "manual", "--weights", "de-DE=1e308,nl-NL=1e308").exit_code == 0
