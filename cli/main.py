@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
+from merginguriel_core import __version__
 from merginguriel_core.errors import MergingUrielError
 from merginguriel_core.plugins import add_plugin_commands, get_registry
 
@@ -74,6 +76,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"merginguriel {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.", is_eager=True,
+                                          callback=_show_version)] = False,
+) -> None:
+    pass
 
 
 def _add_commands() -> None:

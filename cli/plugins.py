@@ -9,6 +9,9 @@ import typer
 
 from merginguriel_core.plugins import Registry, get_registry
 
+#: The option that sets a parameter of each kind of plugin.
+PARAM_OPTIONS = {"strategy": "--param", "weighting": "--weighting-param"}
+
 
 def _describe(obj: Any) -> dict[str, Any]:
     return {
@@ -69,9 +72,11 @@ def plugins(
                 typer.echo(f"{'':<{width}}    {name}: {info['description']}")
                 if info["reference"]:
                     typer.echo(f"{'':<{width}}      reference: {info['reference']}")
+                option = PARAM_OPTIONS.get(kind, "param")
                 for p in info["params"]:
                     allowed = f" {p['allowed']}" if p["allowed"] else ""
-                    typer.echo(f"{'':<{width}}      --param {p['name']}={p['default']} ({p['type']}{allowed}): {p['help']}")
+                    typer.echo(f"{'':<{width}}      {option} {p['name']}={p['default']} ({p['type']}{allowed}): "
+                               f"{p['help']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Mapping
 
 from merginguriel_core.data import Examples
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.evaluation import LogitsCache, Predictor, gold_ids, label_space_for, score
 from merginguriel_core.interfaces import Dataset, Evaluator, VotingMethod
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 @dataclass

@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import numpy as np
-import torch
-
 from merginguriel_core.data import Examples
 from merginguriel_core.errors import ConfigError, ModelError, OutputError, first_line
 from merginguriel_core.interfaces import Dataset, Evaluator
@@ -32,7 +29,11 @@ from merginguriel_core.notes import note, note_once
 from merginguriel_core.outputs import atomic_file
 
 if TYPE_CHECKING:  # imported where used: pandas costs every `mu` call ~0.5 s
+    import numpy as np
     import pandas as pd
+    import torch
+else:
+    from merginguriel_core.lazy import numpy as np, torch
 
 
 def default_cache_dir() -> Path:

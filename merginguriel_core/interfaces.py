@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
 
-import numpy as np
-import torch
-
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.params import Param
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: importing the interfaces (every plugin does) imports no torch
+    import numpy as np
+    import torch
+
     from merginguriel_core.data import Examples
 
 

@@ -17,22 +17,25 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
-
-import torch
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
 from merginguriel_core.interfaces import STRATEGY_OPTIONS, Chunk, LabelledData, MergeContext, MergeStrategy, TensorJob
 from merginguriel_core.io import ShardedSafetensorsWriter, TensorSource
+from merginguriel_core.lazy import LazyMapping, tqdm
 from merginguriel_core.memory import MMAP_THRESHOLD_MAX, reuse_freed_buffers
 from merginguriel_core.outputs import check_output_path, staged_folder
 from merginguriel_core.selection import check_options_read
 
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
+
 #: Files never copied from a source folder into the merged model.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
 _SKIPPED_FILES = {"model.safetensors.index.json", "pytorch_model.bin.index.json", "training_args.bin"}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = LazyMapping(lambda: {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16})
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class MergePlan:
     output: Path | None
     params: Mapping[str, Any]
     base: Path | None = None
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: str = "auto"
     chunk_bytes: int | None = None
     max_shard_bytes: int = 2 * 1024**3

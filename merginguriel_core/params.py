@@ -112,17 +112,24 @@ def parse_assignments(items: Iterable[str], option: str) -> dict[str, str]:
     return result
 
 
-def resolve_params(declared: Sequence[Param], given: Mapping[str, Any], owner: str) -> dict[str, Any]:
+def resolve_params(declared: Sequence[Param], given: Mapping[str, Any], owner: str,
+                   elsewhere: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Validate ``given`` against ``declared`` and fill in defaults.
 
     Unknown names raise :class:`ConfigError` listing the allowed ones; values are converted
-    and range-checked by :meth:`Param.parse`.
+    and range-checked by :meth:`Param.parse`. ``elsewhere`` maps the names of other plugins'
+    parameters to where they go (``"weighting 'softmax': --weighting-param"``), so that a
+    parameter given to the wrong plugin says where it belongs.
     """
     by_name = {p.name: p for p in declared}
     unknown = sorted(set(given) - set(by_name))
     if unknown:
         allowed = ", ".join(sorted(by_name)) or "none"
-        raise ConfigError(f"unknown parameter {unknown[0]!r} for {owner}; allowed: {allowed}")
+        hint = ""
+        if elsewhere and unknown[0] in elsewhere:
+            owner_there, option = elsewhere[unknown[0]].rsplit(": ", 1)
+            hint = f"; {unknown[0]!r} is a parameter of {owner_there}: give it as {option} {unknown[0]}=VALUE"
+        raise ConfigError(f"unknown parameter {unknown[0]!r} for {owner}; allowed: {allowed}{hint}")
     values = {p.name: p.default for p in declared}
     for name, raw in given.items():
         values[name] = by_name[name].parse(raw, owner)

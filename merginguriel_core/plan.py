@@ -222,7 +222,7 @@ def plan_merge(
         problems.errors.append(ConfigError("give the sources of a merge: a selection over models, or sources"))
     if "strategy" in resolved:
         given_here = _given_strategy_options(base_model, data, seed) if given is None else set(given)
-        _strategy_settings(problems, resolved, params, given_here, registry)
+        _strategy_settings(problems, resolved, params, given_here, registry, _weighting_params(selection, registry))
     problems.raise_any()
 
     chosen: MergeStrategy = resolved["strategy"]
@@ -276,8 +276,19 @@ def _run_settings(problems: Problems, output: Path | None, overwrite: bool, devi
     return resolved
 
 
+def _weighting_params(selection: Any, registry: Any) -> dict[str, str]:
+    """The weighting's parameter names -> where they go, for the hint of a misplaced ``--param``."""
+    if not isinstance(selection, SelectionOptions):
+        return {}
+    try:
+        weighting = resolve_plugin("weighting", selection.weighting, registry)
+    except MergingUrielError:
+        return {}  # reported by the selection's own check
+    return {p.name: f"weighting {weighting.name!r}: --weighting-param" for p in getattr(weighting, "params", ())}
+
+
 def _strategy_settings(problems: Problems, resolved: dict[str, Any], params: Mapping[str, Any] | None,
-                       given: set[str], registry: Any) -> None:
+                       given: set[str], registry: Any, elsewhere: Mapping[str, str]) -> None:
     """The strategy's options read, params and needs, each checked on its own into ``problems``."""
     from merginguriel_core.merge import check_strategy_options
     from merginguriel_core.params import resolve_params
@@ -286,7 +297,7 @@ def _strategy_settings(problems: Problems, resolved: dict[str, Any], params: Map
     with problems.check():
         check_strategy_options(chosen, given, _alternatives("strategy", registry))
     with problems.check():
-        resolved["params"] = resolve_params(chosen.params, params or {}, f"strategy {chosen.name!r}")
+        resolved["params"] = resolve_params(chosen.params, params or {}, f"strategy {chosen.name!r}", elsewhere)
     with problems.check():
         _check_needs(chosen, resolved.get("data"))
 

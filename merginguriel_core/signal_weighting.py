@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.explain import Explanation, final_step
@@ -42,6 +40,11 @@ from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResu
 from merginguriel_core.languages import resolve_language
 from merginguriel_core.selection import similarity_details, similarity_matrix_for
 from merginguriel_core.similarity import SimilarityMatrix
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 def read_nxn(path: Path) -> tuple[list[str], list[str], np.ndarray]:

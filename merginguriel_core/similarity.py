@@ -18,12 +18,16 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from merginguriel_core.errors import ConfigError, LanguageError
 from merginguriel_core.languages import resolve_language
 from merginguriel_core.uriel import DEFAULT_FEATURES, uriel_vectors
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 def cosine_similarity_matrix(vectors: np.ndarray) -> np.ndarray:

@@ -18,20 +18,21 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import torch
-from tqdm.auto import tqdm
-from safetensors.torch import save_file
-
 from merginguriel_core.data import Examples
 from merginguriel_core.errors import ConfigError, ModelError, TensorFileError, first_line
 from merginguriel_core.io import TensorSource
 from merginguriel_core.io.reader import read_header
+from merginguriel_core.lazy import tqdm
 from merginguriel_core.notes import note
 from merginguriel_core.outputs import staged_file
 from merginguriel_core.params import Param
 
 if TYPE_CHECKING:
+    import torch
+
     from merginguriel_core.interfaces import MergeContext
+else:
+    from merginguriel_core.lazy import torch
 
 
 def default_stats_dir() -> Path:
@@ -87,6 +88,8 @@ def cached_statistics(
         except TensorFileError as exc:
             note(f"statistics file {path} is unreadable ({exc}); removed it, recomputing")
             path.unlink(missing_ok=True)
+    from safetensors.torch import save_file  # imports torch
+
     tensors = {name: tensor.detach().to("cpu", torch.float32).contiguous() for name, tensor in compute().items()}
     with staged_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={"kind": kind, "model": str(model_dir), "examples": str(len(examples)),

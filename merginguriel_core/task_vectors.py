@@ -30,8 +30,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import Chunk, MergeStrategy, TensorJob
 from merginguriel_core.maths import tensors
@@ -39,7 +37,11 @@ from merginguriel_core.maths.magnitude import kth_largest
 from merginguriel_core.params import Param
 
 if TYPE_CHECKING:
+    import torch
+
     from merginguriel_core.interfaces import LabelledData
+else:
+    from merginguriel_core.lazy import torch
 
 SCALING = Param("scaling", float, 1.0, "λ: multiplies the combined task vector before it is added to the base", minimum=0.0)
 

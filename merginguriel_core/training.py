@@ -12,16 +12,19 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import numpy as np
-import torch
-from tqdm.auto import tqdm
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from merginguriel_core.data import Examples
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import Dataset
+from merginguriel_core.lazy import tqdm
 from merginguriel_core.outputs import check_output_path, staged_folder
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+else:
+    from merginguriel_core.lazy import numpy as np, torch
 
 DETAILS = "training_details.json"
 

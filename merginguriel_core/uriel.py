@@ -28,12 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from merginguriel_core.errors import ConfigError, LanguageError
 from merginguriel_core.languages import Language
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 DEFAULT_FEATURES = "syntax_knn"
 

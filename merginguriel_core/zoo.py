@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
 
 #: The SIB-200 topic labels, so demo models share a realistic label space.
 LABELS = ("science/technology", "travel", "politics", "sports", "health", "entertainment", "geography")

@@ -9,15 +9,18 @@ Both merge θ = Σ wᵢ (Fᵢ + ε) θᵢ / Σ wᵢ (Fᵢ + ε), with the per-mo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy
 from merginguriel_core.params import Param
 from merginguriel_core.statistics import StatisticsFiles, empirical_fisher, examples_param, prepare_statistics
 from merginguriel_core.maths import tensors as tm
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
 
 EPSILON = Param("epsilon", float, 1e-8, "added to every importance (entries no model finds important average)",
                 minimum=0.0, min_inclusive=False)

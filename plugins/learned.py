@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from merginguriel_core import hookimpl
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.maths.weights import fit_accuracy
 from merginguriel_core.params import Param
 from merginguriel_core.signal_weighting import SignalWeighting, read_nxn
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 class LearnedWeighting(SignalWeighting):

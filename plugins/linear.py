@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import Chunk, MergeStrategy
 from merginguriel_core.maths.tensors import weighted_average
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
 
 
 class LinearStrategy(MergeStrategy):

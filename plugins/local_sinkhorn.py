@@ -3,11 +3,16 @@ and its most similar available models (see :mod:`merginguriel_core.signal_weight
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from merginguriel_core import hookimpl
 from merginguriel_core.maths.weights import local_sinkhorn_weights
 from merginguriel_core.signal_weighting import SignalWeighting
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 class LocalSinkhornWeighting(SignalWeighting):

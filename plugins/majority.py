@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import VotingMethod
 from merginguriel_core.maths.voting import votes
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 class Majority(VotingMethod):

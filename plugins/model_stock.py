@@ -3,12 +3,17 @@ task vectors' mean cosine (Jang et al., 2024), from one Gram-matrix pass per ten
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import Chunk, MergeStrategy, TensorJob
 from merginguriel_core.maths.spherical import gram_matrix, model_stock_ratio
 from merginguriel_core.maths.tensors import weighted_average
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
 
 
 class ModelStockStrategy(MergeStrategy):

@@ -9,15 +9,18 @@ weighted average. Gram matrices are computed once per model and stored as safete
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import Chunk, MergeContext, MergeStrategy, TensorJob
 from merginguriel_core.params import Param
 from merginguriel_core.statistics import StatisticsFiles, examples_param, input_grams, prepare_statistics
 from merginguriel_core.maths import tensors as tm
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
 
 
 class RegMeanStrategy(MergeStrategy):

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
 from merginguriel_core import hookimpl
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import Chunk, MergeStrategy, TensorJob
@@ -29,7 +27,11 @@ from merginguriel_core.maths.tensors import weighted_average, weighted_sum
 from merginguriel_core.params import Param
 
 if TYPE_CHECKING:
+    import torch
+
     from merginguriel_core.interfaces import LabelledData
+else:
+    from merginguriel_core.lazy import torch
 
 
 class SlerpStrategy(MergeStrategy):

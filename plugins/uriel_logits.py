@@ -3,10 +3,15 @@ default, with URIEL weights)."""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from merginguriel_core import hookimpl
 from merginguriel_core.interfaces import VotingMethod
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 class UrielLogits(VotingMethod):

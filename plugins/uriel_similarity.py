@@ -5,13 +5,18 @@ This is the method the MergingUriel research describes; see docs/similarity.md.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from merginguriel_core import hookimpl
 from merginguriel_core.explain import Explanation, final_step
 from merginguriel_core.interfaces import Weighting, WeightingRequest, WeightResult
 from merginguriel_core.selection import similarity_details, similarity_matrix_for
 from merginguriel_core.similarity import uriel_weights
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 class UrielWeighting(Weighting):

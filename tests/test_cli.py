@@ -66,6 +66,11 @@ def test_same_options_same_weights_in_similarity_and_merge(runner, zoo_dir, tmp_
 def test_plugins_verbose_shows_descriptions(runner):
     result = run_cli(runner, "plugins", "-v")
     assert "linear: Weighted average of the source parameters" in result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    # each parameter under the option that sets it
+    assert any(line.startswith("--weighting-param temperature=") for line in lines), result.output
+    assert any(line.startswith("--param density=") for line in lines), result.output
+    assert not any(line.startswith("--param temperature=") for line in lines)
 
 
 def test_unknown_feature_set(runner):

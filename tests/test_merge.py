@@ -170,6 +170,9 @@ def test_label_spaces_must_agree(runner, zoo_copy, tmp_path):
         (("--target-lang", "sw-KE", "--weighting", "nope"), "unknown --weighting 'nope'; available: average, learned, local_sinkhorn, manual, proportional, softmax, uriel"),
         (("--target-lang", "sw-XX"), "unknown language code 'sw-XX'"),
         (("--target-lang", "sw-KE", "--param", "density=0.5"), "unknown parameter 'density' for strategy 'linear'; allowed: none"),
+        (("--target-lang", "sw-KE", "--weighting", "softmax", "--param", "temperature=2"),
+         "unknown parameter 'temperature' for strategy 'linear'; allowed: none; 'temperature' is a parameter of "
+         "weighting 'softmax': give it as --weighting-param temperature=VALUE"),
         (("--target-lang", "sw-KE", "--device", "tpu"), "unknown --device 'tpu'"),
         (("--target-lang", "sw-KE", "--dtype", "int8"), "unknown --dtype 'int8'"),
         (("--target-lang", "sw-KE", "--source-langs", "ko-KR"), "--source-langs ko-KR has no model"),

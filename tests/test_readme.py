@@ -10,71 +10,30 @@ reason, when it is absent.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import stat
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from doc_commands import ROOT, SHARED, make_workspace, run, steps
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 #: README commands that fetch from the hub, which this machine cannot reach.
 NEEDS_HUB = ("--base-model xlm-roberta-base",)
 
 
 def readme_steps() -> list[tuple[str, str]]:
-    """``(kind, text)`` for every step after the set-up block: ``bash`` command lines (with
-    their continuations joined) and ``python`` blocks, in README order."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    steps = []
-    for kind, body in re.findall(r"```(bash|python)\n(.*?)```", text, flags=re.S)[1:]:
-        if kind == "python":
-            steps.append(("python", body))
-            continue
-        for line in body.replace("\\\n", " ").splitlines():
-            if line.strip():
-                steps.append(("bash", " ".join(line.split())))
-    return steps
-
-
-def _tool(folder: Path, name: str, body: str) -> None:
-    path = folder / name
-    path.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    """Every step after the set-up block, in README order."""
+    return steps(ROOT / "README.md", skip_blocks=1)
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("readme")
-    repo = root / "repo"
-    shutil.copytree(ROOT / "docs" / "examples", repo / "docs" / "examples",
-                    ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    if SHARED.is_dir():
-        (root / "shared").symlink_to(SHARED)
-    site, tools = root / "site", root / "bin"
-    tools.mkdir()
-    python = sys.executable
-    _tool(tools, "mu", f'exec "{python}" -m merginguriel_cli "$@"')
-    _tool(tools, "pip", f'if [ "$1" = install ]; then shift; exec "{python}" -m pip install --quiet --no-deps '
-                        f'--no-build-isolation --no-index --target "{site}" "$@"; fi; exec "{python}" -m pip "$@"')
-    env = dict(os.environ, PATH=f"{tools}{os.pathsep}{os.environ['PATH']}",
-               PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-               XDG_CACHE_HOME=str(root / "cache"), HF_HUB_OFFLINE="1")
-    return repo, env
-
-
-def _run(repo: Path, env: dict, command: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    return make_workspace(tmp_path_factory.mktemp("readme"))
 
 
 def test_the_first_command_then_every_readme_command(workspace):
     repo, env = workspace
     # The first set-up command's own step (the install is this test environment).
-    demo = _run(repo, env, ["mu", "demo"])
+    demo = run(repo, env, ["mu", "demo"])
     assert demo.returncode == 0, demo.stderr
     assert "untrained tiny stand-ins" in demo.stdout and "Next, try" in demo.stdout
     ran, skipped = [], []
@@ -88,7 +47,7 @@ def test_the_first_command_then_every_readme_command(workspace):
             skipped.append(f"{step} (../shared/data/sib200 is absent)")
             continue
         command = [sys.executable, "-c", step] if kind == "python" else ["bash", "-c", step]
-        result = _run(repo, env, command)
+        result = run(repo, env, command)
         assert result.returncode == 0, f"README step failed: {step}\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
         ran.append(step)
     assert skipped == [s for s in skipped if "hub" in s or "absent" in s]

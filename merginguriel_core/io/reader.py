@@ -18,11 +18,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
-
-import torch
+from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
 
 from merginguriel_core.errors import ModelError, TensorFileError
+from merginguriel_core.lazy import LazyMapping
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -31,23 +35,30 @@ PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # files whose first 8 bytes are not a header length at all.
 MAX_HEADER_BYTES = 100_000_000
 
-# safetensors dtype name -> torch dtype, for every dtype this torch build can hold.
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
-    if hasattr(torch, _attr):
-        DTYPES[_name] = getattr(torch, _attr)
-DTYPE_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+
+def _dtypes() -> dict[str, torch.dtype]:
+    dtypes = {
+        "F64": torch.float64,
+        "F32": torch.float32,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "I64": torch.int64,
+        "I32": torch.int32,
+        "I16": torch.int16,
+        "I8": torch.int8,
+        "U8": torch.uint8,
+        "BOOL": torch.bool,
+    }
+    for name, attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
+        if hasattr(torch, attr):
+            dtypes[name] = getattr(torch, attr)
+    return dtypes
+
+
+# safetensors dtype name -> torch dtype, for every dtype this torch build can hold (built,
+# and torch imported, on first use).
+DTYPES: Mapping[str, torch.dtype] = LazyMapping(_dtypes)
+DTYPE_NAMES: Mapping[torch.dtype, str] = LazyMapping(lambda: {dtype: name for name, dtype in DTYPES.items()})
 
 
 @dataclass(frozen=True)

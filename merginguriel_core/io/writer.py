@@ -18,15 +18,18 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
-
-import torch
+from typing import TYPE_CHECKING, BinaryIO
 
 from merginguriel_core.errors import ConfigError, TensorFileError
 from merginguriel_core.io.reader import DTYPE_NAMES, INDEX_FILE, SINGLE_FILE
 from merginguriel_core.outputs import SPACE_ERRORS
 
-Layout = Sequence[tuple[str, torch.dtype, tuple[int, ...]]]
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
+
+Layout = Sequence[tuple[str, "torch.dtype", tuple[int, ...]]]
 
 _UNITS = {
     "": 1, "b": 1,

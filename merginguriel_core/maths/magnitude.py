@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+else:
+    from merginguriel_core.lazy import numpy as np, torch
 
 _BUCKETS = 1 << 16
 #: Sample size per stream; the window is ~2·6·sqrt(q(1-q)/SAMPLE) of the values wide.
 SAMPLE = 1 << 16
 _SIGMAS = 6.0
 
-Passes = Callable[[], Iterable[Sequence[torch.Tensor]]]
+Passes = Callable[[], Iterable[Sequence["torch.Tensor"]]]
 
 
 def kth_largest(passes: Passes, queries: Sequence[tuple[int, int]], numel: int) -> list[float]:

@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:

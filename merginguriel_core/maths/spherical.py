@@ -10,9 +10,12 @@ tensor is ever held K times in memory.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
 
 #: mergekit's threshold: directions whose |cos| exceeds it count as colinear, and SLERP
 #: becomes the linear interpolation of the raw vectors.

@@ -9,9 +9,12 @@ Conventions: ``deltas`` are task vectors θᵢ − θ_base stacked as (K, ...), 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
 
 
 def _expand(weights: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,12 @@ lowest class id among equal scores, which is how every method breaks ties).
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 def votes(logits: np.ndarray, weights: np.ndarray) -> np.ndarray:

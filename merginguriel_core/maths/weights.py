@@ -8,10 +8,15 @@ weights are undefined.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.similarity import sinkhorn
+
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from merginguriel_core.lazy import numpy as np
 
 
 def proportional_weights(similarity: np.ndarray, power: float) -> np.ndarray:
