@@ -15,7 +15,9 @@ Generated from the commands by `python -m merginguriel_cli.reference > docs/cli.
 selection options (`--target-lang`, `--top-k`, `--sinkhorn-iters`, `--num-languages`,
 `--include-target`, `--features`, `--similarity-matrix`, `--models`, `--model-pattern`,
 `--registry`, `--model`) mean the same in every command. Errors print one line,
-`Error: ...`, and exit with code 1.
+`Error: ...`, and exit with code 1; usage errors caught by the option parser (an unknown
+option, a missing value, a value of the wrong type) print the command's usage and exit
+with code 2. `mu --version` prints the version.
 """
 
 

@@ -33,15 +33,15 @@ def similarity(
     include_target: opt.IncludeTarget = False,
     features: opt.Features = opt.DEFAULTS["features"],
     similarity_matrix: opt.SimilarityMatrix = None,
-    weighting: opt.Weighting = "uriel",
-    weighting_params: opt.WeightingParams = None,
-    weights: opt.Weights = None,
-    source_langs: opt.SourceLangs = None,
+    weighting: Annotated[str, typer.Option("--weighting", help="With --explain: the weighting plugin whose steps to show (uriel, softmax, ...; see `mu plugins`). Without --explain the table shows uriel's steps.")] = "uriel",
+    weighting_params: Annotated[Optional[list[str]], typer.Option("--weighting-param", help="With --explain: a parameter KEY=VALUE of --weighting (repeatable).")] = None,
+    weights: Annotated[Optional[list[str]], typer.Option("--weights", help="With --explain --weighting manual: weights LOCALE=WEIGHT,...")] = None,
+    source_langs: Annotated[Optional[list[str]], typer.Option("--source-langs", help="With --explain: the candidate source languages (comma-separated or repeated).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how --weighting moves the target's weights at each step, as a table and a PNG bar chart (--plot).")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Where --explain writes its bar chart (default weights_<target>_<weighting>.png).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Let --explain replace an existing --plot file.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="With --explain: where its bar chart goes (default weights_<target>_<weighting>.png).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --export file or --plot chart.")] = False,
     export: Annotated[Optional[Path], typer.Option("--export", help="Write the full similarity matrix as CSV.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="Rows of the neighbour table to show.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", help="Languages shown in the table (and, with --explain, in the chart).", min=1)] = 20,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Show --target-lang's most similar languages and the uriel weights each step gives them;
@@ -57,17 +57,15 @@ def similarity(
         chosen, plot = _explained_weighting(ctx, options, plot, overwrite)
     elif plot is not None or weighting != "uriel" or weighting_params or weights or source_langs:
         raise ConfigError("--weighting, --weighting-param, --weights, --source-langs and --plot go with --explain")
-    if export is not None and (export.exists() or export.is_symlink()):
-        raise ConfigError(f"--export {export} already exists; choose another path")
-    if export is not None and not export.parent.is_dir():
-        raise ConfigError(f"the folder {export.parent} for --export does not exist")
+    if export is not None and (export.is_dir() or (not overwrite and (export.exists() or export.is_symlink()))):
+        raise ConfigError(f"--export {export} already exists; choose another path or pass --overwrite")
     given_models = models is not None or registry is not None or bool(model)
     available = list(opt.model_sources(ctx).collect()) if given_models else None
     target = resolve_language(target_lang).locale if target_lang else None
     matrix = similarity_matrix_for(WeightingRequest(target=target, available=tuple(available or ()), features=features,
                                                     similarity_matrix=similarity_matrix))
     if export is not None:
-        matrix.to_csv(export, replace=False)
+        matrix.to_csv(export, replace=overwrite)
         typer.echo(f"Wrote {len(matrix.locales)}x{len(matrix.locales)} similarity matrix to {export}", err=json_out)
     if target is None:
         return
@@ -89,8 +87,6 @@ def _explained_weighting(ctx: typer.Context, options: SelectionOptions, plot: Op
     plot = plot or Path(f"weights_{resolve_language(options.target).locale}_{options.weighting}.png")
     if plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot {plot} must end in .png")
-    if not plot.parent.is_dir():
-        raise ConfigError(f"the folder {plot.parent} for --plot does not exist")
     if (plot.exists() and not overwrite) or plot.is_symlink() or plot.is_dir():
         raise ConfigError(f"--plot {plot} already exists; choose another path or pass --overwrite")
     return chosen, plot
@@ -133,8 +129,10 @@ def _explain(weighting, options: SelectionOptions, available: list[str], matrix:
             target, list(selection.weights), result.notes,
             {locale: float(row[i]) for i, locale in enumerate(matrix.locales) if locale != target},
         )
-    title = f"{weighting.name} weights for {target} ({resolve_language(target).name})"
-    plot_explanation(explanation, plot, title, replace=replace_plot)
+    shown = min(limit, len(explanation.locales))
+    title = (f"{weighting.name} weights for {target} ({resolve_language(target).name}): "
+             f"each step's share over the {shown} languages shown")
+    plot_explanation(explanation, plot, title, limit=limit, replace=replace_plot)
     if json_out:
         typer.echo(json.dumps({**explanation.to_json(), "weighting": weighting.name, "plot": str(plot)}, indent=2))
         return

@@ -28,12 +28,13 @@ def train(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Model folder (with --locale).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Folder of per-locale model folders (with --locales).")] = None,
     model_pattern: opt.ModelPattern = DEFAULT_PATTERN,
-    epochs: Annotated[float, typer.Option("--epochs")] = 3.0,
-    learning_rate: Annotated[float, typer.Option("--learning-rate")] = 5e-5,
+    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the training split (fractions allowed: 0.5 is half of one).")] = 3.0,
+    learning_rate: Annotated[float, typer.Option("--learning-rate", help="Peak AdamW learning rate (linear warm-up, then linear decay).")] = 5e-5,
     batch_size: opt.BatchSize = 16,
     max_length: opt.MaxLength = 96,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the classifier head's initialisation, dropout and the order of batches.")] = 0,
     freeze_embeddings: Annotated[bool, typer.Option("--freeze-embeddings", help="Keep the (large) embedding matrix fixed.")] = False,
+    group_by_length: Annotated[bool, typer.Option("--group-by-length/--no-group-by-length", help="Batch training examples of similar length together (less padding, same examples per epoch).")] = True,
     max_train_examples: Annotated[Optional[int], typer.Option("--max-train-examples", help="Use only the first N training examples.")] = None,
     device: opt.Device = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Retrain a locale whose model folder exists.")] = False,
@@ -45,7 +46,8 @@ def train(
     data = get_registry().get("dataset", dataset)
     location = opt.data_location(data_dir, data_file)
     config = TrainingConfig(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
-                            seed=seed, freeze_embeddings=freeze_embeddings, max_train_examples=max_train_examples)
+                            seed=seed, freeze_embeddings=freeze_embeddings, max_train_examples=max_train_examples,
+                            group_by_length=group_by_length)
     config.check()
     torch_device = resolve_device(device)
     batch = opt.split_list(locales)
@@ -68,8 +70,6 @@ def train(
         check_output_path(folder, inputs, "--output" if locale is not None else "--output-dir")
         if folder.exists() and not overwrite and not (is_finished(folder) and locale is None):
             raise ConfigError(f"{folder} already exists; pass --overwrite to retrain {code}")
-        if not folder.parent.is_dir() and not (locale is None and folder.parent == output_dir):
-            raise ConfigError(f"the folder {folder.parent} for the model does not exist")
     if locale is None:
         output_dir.mkdir(parents=True, exist_ok=True)
     for code, folder in jobs:

@@ -42,6 +42,8 @@ class TrainingConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_train_examples: int | None = None
+    #: Batch examples of similar length together (``--group-by-length``; less padding).
+    group_by_length: bool = True
 
     def check(self) -> None:
         if self.epochs <= 0:
@@ -86,16 +88,44 @@ def token_limit(model, requested: int) -> int:
 
 def predict_logits(model, tokenizer, texts: list[str], batch_size: int, max_length: int,
                    device: torch.device, progress: bool = False, desc: str = "predicting") -> np.ndarray:
-    """Logits (N, C) of ``model`` on ``texts``, in batches, without gradients."""
+    """Logits (N, C) of ``model`` on ``texts``, in batches, without gradients.
+
+    The texts are tokenised once and batched longest first, so each batch pads to lengths
+    alike (a batch costs its longest member); the rows come back in the order of ``texts``.
+    """
     model.eval()
-    max_length = token_limit(model, max_length)
-    outputs = []
+    if not texts:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    encoded = tokenizer(list(texts), truncation=True, max_length=token_limit(model, max_length))
+    order = sorted(range(len(texts)), key=lambda i: -len(encoded["input_ids"][i]))
+    outputs = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     with torch.no_grad():
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, leave=False):
-            batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                              max_length=max_length).to(device)
-            outputs.append(model(**batch).logits.float().cpu().numpy())
-    return np.concatenate(outputs) if outputs else np.zeros((0, model.config.num_labels), dtype=np.float32)
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+            rows = order[start:start + batch_size]
+            batch = _padded(tokenizer, encoded, rows).to(device)
+            outputs[rows] = model(**batch).logits.float().cpu().numpy()
+    return outputs
+
+
+def _padded(tokenizer, encoded, rows: list[int]):
+    """The tokenised ``rows`` of ``encoded`` as one batch, padded to its longest member."""
+    features = [{key: encoded[key][i] for key in encoded.keys()} for i in rows]
+    return tokenizer.pad(features, return_tensors="pt")
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator,
+                           group_factor: int = 50) -> list[list[int]]:
+    """One epoch's batches of indices: shuffled, then sorted by length within groups of
+    ``group_factor`` batches, so that a batch holds examples of similar length and pads
+    little; the batches come in random order. Every index appears exactly once."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    group = batch_size * group_factor
+    batches = []
+    for start in range(0, len(order), group):
+        ordered = sorted(order[start:start + group], key=lambda i: -lengths[i])
+        batches += [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
 
 
 def train_one(
@@ -193,7 +223,8 @@ def _load_model(base_model: str, label_space: list[str], device: torch.device) -
 def _fit(model, tokenizer, splits: _Splits, config: TrainingConfig, device: torch.device, locale: str,
          progress: bool) -> tuple[int, list[float]]:
     """The optimisation loop (AdamW, linear warm-up and decay, clipped gradients, a seeded
-    shuffle each epoch); returns the steps taken and the loss of each."""
+    shuffle each epoch, batches grouped by length unless ``config.group_by_length`` is
+    off); returns the steps taken and the loss of each."""
     from transformers import get_linear_schedule_with_warmup
 
     train, train_labels = splits.train, splits.train_labels
@@ -207,17 +238,23 @@ def _fit(model, tokenizer, splits: _Splits, config: TrainingConfig, device: torc
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     generator = torch.Generator().manual_seed(config.seed)
 
+    encoded = tokenizer(list(train.texts), truncation=True, max_length=max_length)  # once, not every epoch
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+
+    def epoch() -> list[list[int]]:
+        if config.group_by_length:
+            return length_grouped_batches(lengths, config.batch_size, generator)
+        order = torch.randperm(len(lengths), generator=generator).tolist()
+        return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+
     model.train()
     step, losses = 0, []
     with tqdm(total=total_steps, desc=f"training {locale}", disable=not progress, leave=False) as bar:
         while step < total_steps:
-            order = torch.randperm(len(train.texts), generator=generator).tolist()
-            for start in range(0, len(order), config.batch_size):
+            for indices in epoch():
                 if step >= total_steps:
                     break
-                indices = order[start:start + config.batch_size]
-                batch = tokenizer([train.texts[i] for i in indices], return_tensors="pt", padding=True,
-                                  truncation=True, max_length=max_length).to(device)
+                batch = _padded(tokenizer, encoded, indices).to(device)
                 loss = torch.nn.functional.cross_entropy(model(**batch).logits, train_labels[indices].to(device))
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, 1.0)

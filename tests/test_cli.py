@@ -109,10 +109,33 @@ def test_console_script_error_is_one_line(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_export_to_missing_folder(runner, tmp_path):
-    result = run_cli(runner, "similarity", "--export", tmp_path / "nowhere" / "sim.csv")
-    assert result.exit_code == 1
-    assert result.output.strip() == f"Error: the folder {tmp_path / 'nowhere'} for --export does not exist"
+def test_export_makes_missing_folders_and_replaces_only_with_overwrite(runner, tmp_path):
+    export = tmp_path / "nowhere" / "sim.csv"
+    result = run_cli(runner, "similarity", "--export", export)
+    assert result.exit_code == 0, result.output
+    header = export.read_text().splitlines()[0].split(",")
+    assert header[0] == "" and "de-DE" in header
+    export.write_text("mine")
+    again = run_cli(runner, "similarity", "--export", export)
+    assert again.exit_code == 1
+    assert again.output.strip() == f"Error: --export {export} already exists; choose another path or pass --overwrite"
+    assert export.read_text() == "mine"
+    assert run_cli(runner, "similarity", "--export", export, "--overwrite").exit_code == 0
+    assert export.read_text().splitlines()[0] == ",".join(header)
+
+
+def test_explain_chart_shows_the_languages_of_the_table(runner, tmp_path, monkeypatch):
+    from merginguriel_cli import similarity as command
+
+    drawn = {}
+    monkeypatch.setattr(command, "plot_explanation",
+                        lambda explanation, path, title, limit, replace: drawn.update(title=title, limit=limit))
+    result = run_cli(runner, "similarity", "--target-lang", "de-DE", "--explain", "--limit", "7",
+                     "--plot", tmp_path / "charts" / "w.png")
+    assert result.exit_code == 0, result.output
+    table_rows = [line for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert len(table_rows) == 7 and drawn["limit"] == 7
+    assert drawn["title"] == "uriel weights for de-DE (German): each step's share over the 7 languages shown"
 
 
 def test_similarity_for_a_language_outside_massive(runner):

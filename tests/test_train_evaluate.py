@@ -122,7 +122,7 @@ def test_train_batch_resumes_without_retraining(runner, zoo_dir, sib_dir, traine
 def test_train_freeze_embeddings_keeps_them(runner, zoo_dir, sib_dir, tmp_path):
     from safetensors.torch import load_file
 
-    out = tmp_path / "frozen"
+    out = tmp_path / "not-yet" / "frozen"  # missing folders above an output are made
     result = run_cli(runner, "train", "--base-model", zoo_dir / "base", "--data-dir", sib_dir, "--locale", "de-DE",
                      "--output", out, "--epochs", "1", "--freeze-embeddings", "--max-length", "16", "--no-progress")
     assert result.exit_code == 0, result.output
@@ -266,3 +266,36 @@ def test_train_hub_model_offline_is_one_line(runner, sib_dir, tmp_path, monkeypa
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot load xlm-roberta-base:") and result.output.count("\n") == 1
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_length_grouped_batches_cover_every_example_once_and_pad_little():
+    import random
+
+    from merginguriel_core.training import length_grouped_batches
+
+    lengths = [random.Random(i).randint(3, 90) for i in range(1000)]
+    batches = length_grouped_batches(lengths, 16, torch.Generator().manual_seed(0), group_factor=10)
+    assert sorted(i for batch in batches for i in batch) == list(range(1000))
+    # six groups of 160 (ten full batches each), then 40 left: 16 + 16 + 8
+    assert sorted(len(b) for b in batches) == [8] + [16] * 62
+    padded = sum(16 * max(lengths[i] for i in batch) for batch in batches)
+    shuffled = [list(range(1000))[i:i + 16] for i in range(0, 1000, 16)]
+    assert padded < 0.75 * sum(16 * max(lengths[i] for i in batch) for batch in shuffled)
+    again = length_grouped_batches(lengths, 16, torch.Generator().manual_seed(0), group_factor=10)
+    assert again == batches  # the seed decides
+    assert length_grouped_batches(lengths, 16, torch.Generator().manual_seed(1), group_factor=10) != batches
+
+
+def test_predict_logits_returns_rows_in_the_order_of_the_texts(trained):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from merginguriel_core.training import predict_logits
+
+    folder = trained / PATTERN.format(locale="de-DE")
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = ["the " + "word " * n for n in (1, 9, 3, 12, 5)]
+    together = predict_logits(model, tokenizer, texts, 2, 16, torch.device("cpu"))
+    alone = np.concatenate([predict_logits(model, tokenizer, [text], 1, 16, torch.device("cpu")) for text in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    assert predict_logits(model, tokenizer, [], 2, 16, torch.device("cpu")).shape == (0, model.config.num_labels)
