@@ -18,6 +18,13 @@ from merginguriel_core.reports import COMPARISON_FILES, comparison_row, write_co
 from merginguriel_cli import options as opt
 from merginguriel_cli.selecting import print_selection
 
+Nxn = Annotated[Optional[Path], typer.Option(
+    "--nxn", help="Folder written by `mu nxn` (same dataset and split): take the best-overall zero-shot baseline from "
+                  "its evaluation_matrix.csv instead of a forward pass of every model.")]
+NoBaselines = Annotated[bool, typer.Option(
+    "--no-baselines", help="Skip the best-overall zero-shot baseline (a forward pass of every model); the report says "
+                           "it was not computed.")]
+
 
 def ensemble(
     ctx: typer.Context,
@@ -43,6 +50,8 @@ def ensemble(
     split: opt.Split = "test",
     evaluators: opt.Evaluators = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Write text, gold and predicted label per example (CSV).")] = None,
+    nxn: Nxn = None,
+    no_baselines: NoBaselines = False,
     batch_size: opt.BatchSize = 64,
     max_length: opt.MaxLength = 128,
     cache_dir: opt.CacheDir = None,
@@ -54,16 +63,16 @@ def ensemble(
     """Ensemble the sources `mu merge` would select (same options, same weights) on --target-lang's split."""
     import pandas as pd  # imported here: it costs every `mu` call ~0.5 s
 
-    if predictions is not None and (predictions.exists() or not predictions.parent.is_dir()):
-        raise ConfigError(f"--predictions {predictions} exists or its folder does not; choose a new file")
+    if predictions is not None and predictions.exists():  # missing folders above it are made when it is written
+        raise ConfigError(f"--predictions {predictions} already exists; choose a new file")
     if target_lang is None:
         raise ConfigError("mu ensemble needs --target-lang")
     plan = plan_ensemble(
         selection=opt.selection_options(ctx), models=opt.model_sources(ctx), method=voting_method, dataset=dataset,
         data_dir=data_dir, data_file=data_file, split=split,
         evaluators=opt.split_list(evaluators) or None, batch_size=batch_size, max_length=max_length, device=device,
-        cache_dir=cache_dir, no_cache=no_cache, progress=progress, registry=get_registry(),
-        given=opt.given_options(ctx),
+        cache_dir=cache_dir, no_cache=no_cache, progress=progress, baselines=not no_baselines, nxn=nxn,
+        registry=get_registry(), given=opt.given_options(ctx),
     )
     print_selection(plan.selection, locations=plan.models)
     predictor = plan.predictor()
@@ -100,6 +109,8 @@ def compare_ensembles(
     data_dir: opt.DataDir = None,
     data_file: opt.DataFile = None,
     split: opt.Split = "test",
+    nxn: Nxn = None,
+    no_baselines: NoBaselines = False,
     batch_size: opt.BatchSize = 64,
     max_length: opt.MaxLength = 128,
     cache_dir: opt.CacheDir = None,
@@ -121,7 +132,7 @@ def compare_ensembles(
                     selection=opt.selection_options(ctx, target=target), models=opt.model_sources(ctx), method=method,
                     dataset=dataset, data_dir=data_dir, data_file=data_file, split=split, batch_size=batch_size,
                     max_length=max_length, device=device, cache_dir=cache_dir, no_cache=no_cache, progress=progress,
-                    registry=registry_, given=opt.given_options(ctx),
+                    baselines=not no_baselines, nxn=nxn, registry=registry_, given=opt.given_options(ctx),
                 )
                 predictor = predictor or plan.predictor()  # one for every run: each model runs on each split once
                 if method is methods[0]:

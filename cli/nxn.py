@@ -50,16 +50,17 @@ def nxn(
     targets = [resolve_language(code).locale for code in opt.split_list(target_langs)] or list(refs)
     opt.check_locales(data, location, targets, split)
     folders = {locale: resolve_location(ref.location) for locale, ref in refs.items()}
+    # no bar per cell: nxn_matrix shows one bar over all cells
     predictor = Predictor(LogitsCache(None if no_cache else (cache_dir or default_cache_dir())), resolve_device(device),
-                          batch_size, max_length, progress)
+                          batch_size, max_length)
     with OutputLock(output):  # a second run to the same --output fails at once, naming this one
-        _run(output, folders, targets, data, dataset, location, split, chosen, predictor, overwrite)
+        _run(output, folders, targets, data, dataset, location, split, chosen, predictor, overwrite, progress)
 
 
 def _run(output: Path, folders, targets, data, dataset: str, location, split: str, chosen, predictor,
-         overwrite: bool) -> None:
+         overwrite: bool, progress: bool) -> None:
     started = time.perf_counter()
-    result = nxn_matrix(folders, targets, data, location, split, chosen, predictor)
+    result = nxn_matrix(folders, targets, data, location, split, chosen, predictor, progress)
     wall = time.perf_counter() - started
     accuracy = write_nxn_report(output, result, dataset=dataset, data=location or data.hub_id, split=split,
                                 sources=list(folders), targets=targets, wall_seconds=wall, replace=overwrite)

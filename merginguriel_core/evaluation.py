@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 from merginguriel_core.data import Examples
 from merginguriel_core.errors import ConfigError, ModelError, OutputError, first_line
 from merginguriel_core.interfaces import Dataset, Evaluator
+from merginguriel_core.lazy import tqdm
 from merginguriel_core.notes import note, note_once
 from merginguriel_core.outputs import atomic_file
 
@@ -228,6 +229,12 @@ class Predictor:
     def __post_init__(self) -> None:
         check_batching(self.batch_size, self.max_length)
 
+    def cached(self, model_dir: Path, examples: Examples, label_space: list[str]) -> bool:
+        """Whether :meth:`logits` would read these logits from the cache (no forward pass)."""
+        if self.cache.root is None:
+            return False
+        return self.cache.path(self.cache.key(model_dir, examples, label_space, self.max_length)).is_file()
+
     def logits(self, model_dir: Path, examples: Examples, label_space: list[str]) -> np.ndarray:
         check_label_space(model_dir, label_space)
         key = self.cache.key(model_dir, examples, label_space, self.max_length)
@@ -280,8 +287,12 @@ class NxN:
 
 
 def nxn_matrix(models: Mapping[str, Path], targets: list[str], dataset: Dataset, location: str | None, split: str,
-               evaluators: list[Evaluator], predictor: Predictor) -> NxN:
-    """Evaluate every source model on every target's split (labels in :func:`label_space_for`'s order)."""
+               evaluators: list[Evaluator], predictor: Predictor, progress: bool = False) -> NxN:
+    """Evaluate every source model on every target's split (labels in :func:`label_space_for`'s order).
+
+    ``progress`` shows one bar over all cells (done / total, ETA) naming the current one;
+    give it a ``predictor`` without progress, so that no bar per cell is drawn under it.
+    """
     import pandas as pd
 
     label_space = label_space_for(dataset, location, models.values())
@@ -289,14 +300,17 @@ def nxn_matrix(models: Mapping[str, Path], targets: list[str], dataset: Dataset,
     gold = {target: gold_ids(examples, label_space) for target, examples in data.items()}
     values: dict[str, dict[str, dict[str, float]]] = {}
     seconds = {}
-    for source, model_dir in models.items():
-        for target in targets:
-            started = time.perf_counter()
-            logits = predictor.logits(model_dir, data[target], label_space)
-            metrics = score(logits.argmax(-1), gold[target], len(label_space), evaluators)
-            seconds[(source, target)] = time.perf_counter() - started
-            for metric, value in metrics.items():
-                values.setdefault(metric, {}).setdefault(source, {})[target] = value
+    with tqdm(total=len(models) * len(targets), desc="N×N", unit="cell", disable=not progress) as bar:
+        for source, model_dir in models.items():
+            for target in targets:
+                bar.set_postfix_str(f"{source} → {target}")
+                started = time.perf_counter()
+                logits = predictor.logits(model_dir, data[target], label_space)
+                metrics = score(logits.argmax(-1), gold[target], len(label_space), evaluators)
+                seconds[(source, target)] = time.perf_counter() - started
+                for metric, value in metrics.items():
+                    values.setdefault(metric, {}).setdefault(source, {})[target] = value
+                bar.update()
     matrices = {
         metric: pd.DataFrame.from_dict(rows, orient="index").reindex(index=list(models), columns=targets)
         for metric, rows in values.items()

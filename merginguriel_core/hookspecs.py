@@ -21,7 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from merginguriel_core.interfaces import Dataset, Evaluator, MergeStrategy, VotingMethod, Weighting
+    from merginguriel_core.interfaces import Dataset, Evaluator, Executor, MergeStrategy, VotingMethod, Weighting
 
 PROJECT = "merginguriel"
 
@@ -74,6 +74,16 @@ def register_datasets(register: Callable[[Dataset], None]) -> None:
     Called once at plugin load. Call ``register(dataset)`` for each
     :class:`~merginguriel_core.interfaces.Dataset`; ``dataset.name`` is what
     ``--dataset NAME`` selects in ``mu train``, ``mu evaluate`` and ``mu nxn``.
+    """
+
+
+@hookspec
+def register_executors(register: Callable[[Executor], None]) -> None:
+    """Register executors (where the cells of an experiment grid run: local processes, Ray).
+
+    Called once at plugin load. Call ``register(executor)`` for each
+    :class:`~merginguriel_core.interfaces.Executor`; ``executor.name`` is what ``mu
+    experiment run --executor NAME`` selects.
     """
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.params import Param
@@ -222,6 +222,12 @@ class MergeStrategy(ABC):
     needs_data: ClassVar[bool] = False
     #: Whether the strategy draws random numbers (``chunk.generator``), so ``--seed`` matters.
     random: ClassVar[bool] = False
+    #: Whether, when all inputs agree exactly on a tensor (every source, and the base where
+    #: the strategy is given one and it has the tensor), the merge of that tensor is that
+    #: tensor. The engine then copies it instead of merging it (frozen embeddings are most
+    #: of a fine-tuned classifier); ``False`` for a strategy that adds noise to, rescales or
+    #: shrinks agreed values.
+    keeps_agreement: ClassVar[bool] = True
 
     def options_read(self) -> frozenset[str]:
         """The :data:`STRATEGY_OPTIONS` this strategy reads; ``mu merge`` refuses the others
@@ -313,3 +319,23 @@ class Dataset(ABC):
     @abstractmethod
     def load(self, location: str | None, locale: str, split: str) -> "Examples":
         """The examples of one language's split (an error naming what exists if absent or empty)."""
+
+
+# ----------------------------------------------------------------------------- executors
+class Executor(ABC):
+    """Runs the tasks of an experiment grid: where cells are computed (local processes, a
+    Ray cluster, ...). Every executor writes the same results layout, since the task itself
+    writes its cells' ``results.json``; the executor only decides where it runs."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]] = ()
+
+    @abstractmethod
+    def map(self, function: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int,
+            params: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
+        """Call ``function(task)`` for every task; yield ``(index, result)`` as each finishes,
+        in any order, where ``result`` is the return value or the exception it raised (one
+        task's failure never stops the others). ``function`` and the tasks are picklable;
+        ``workers`` is how many run at once (an executor may treat it as a hint);
+        ``params`` are this executor's resolved params."""

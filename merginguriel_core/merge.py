@@ -4,7 +4,13 @@ Memory stays bounded by the chunk being merged: for each output tensor the engin
 same rows from every source (plain file reads, no mmap), merges them on the chosen device,
 and writes the result straight into the output safetensors file, whose header was written
 from the layout before the first byte of data. Everything goes into a temporary folder next
-to the output, renamed into place only when complete.
+to the output, renamed into place only when complete. :func:`merge_state_dict` runs the same
+merge into tensors in memory instead (for evaluating a merged model without writing it).
+
+A tensor on which every input agrees byte for byte (embeddings frozen during fine-tuning) is
+copied instead of merged, when the strategy keeps agreement
+(:attr:`~merginguriel_core.interfaces.MergeStrategy.keeps_agreement`) and the plan allows it
+(:attr:`MergePlan.agreement_shortcut`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Protocol
 
 from merginguriel_core.errors import ConfigError, ModelError, TensorFileError
 from merginguriel_core.interfaces import STRATEGY_OPTIONS, Chunk, LabelledData, MergeContext, MergeStrategy, TensorJob
@@ -28,9 +34,10 @@ from merginguriel_core.outputs import check_output_path, staged_folder
 from merginguriel_core.selection import check_options_read
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 else:
-    from merginguriel_core.lazy import torch
+    from merginguriel_core.lazy import numpy as np, torch
 
 #: Files never copied from a source folder into the merged model.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
@@ -77,6 +84,11 @@ class MergePlan:
     details: Mapping[str, Any] = field(default_factory=dict)
     #: The selection the sources came from, when a weighting chose them.
     selection: Any = None
+    #: Copy a tensor on which every input agrees byte for byte instead of merging it, when
+    #: the strategy keeps agreement (:attr:`MergeStrategy.keeps_agreement`). ``False``
+    #: merges every tensor (``dataclasses.replace(plan, agreement_shortcut=False)``); the
+    #: two differ at most by the strategy's float rounding on the agreed tensors.
+    agreement_shortcut: bool = True
 
     @property
     def weights(self) -> tuple[tuple[str, float], ...]:
@@ -278,6 +290,23 @@ def _row_ranges(shape: tuple[int, ...], chunk_bytes: int) -> list[tuple[int, int
     return [(start, min(rows, start + per_chunk)) for start in range(0, max(rows, 1), per_chunk)] if rows else [(0, 0)]
 
 
+def _same_bytes(first: torch.Tensor, other: torch.Tensor) -> bool:
+    """Whether two CPU tensors of one dtype and shape hold the same bytes.
+
+    Compared as integers of the same width, so ``-0.0`` and ``0.0`` differ and a NaN equals
+    only the same NaN; numpy's comparison is twice as fast as ``torch.equal`` on
+    chunk-sized tensors. The first entries are compared first: tensors that differ (every
+    fine-tuned one) almost always differ there, so they cost microseconds, not a pass.
+    """
+    kind = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[first.element_size()]
+    a, b = first.reshape(-1).view(kind).numpy(), other.reshape(-1).view(kind).numpy()
+    return bool(np.array_equal(a[:_HEAD], b[:_HEAD]) and np.array_equal(a, b))
+
+
+#: Entries compared before the whole chunk by :func:`_same_bytes`.
+_HEAD = 1024
+
+
 class _TensorMerger:
     """Reads aligned chunks of one tensor from every source and feeds the strategy."""
 
@@ -286,9 +315,26 @@ class _TensorMerger:
         self.plan, self.readers, self.base, self.device = plan, readers, base, plan.device
         self.chunk_bytes, self.prepared = chunk_bytes, prepared
         self.weights = torch.tensor([s.weight for s in plan.sources], dtype=torch.float32, device=plan.device)
+        #: Raw first chunks that :meth:`agrees` read, by (input index, name, start), until used.
+        self._read_ahead: dict[tuple[int, str, int], torch.Tensor] = {}
+        #: Seconds :meth:`agrees` spent on tensors that differ, beyond the reads the merge reuses.
+        self.check_seconds = 0.0
 
-    def _read(self, reader: TensorSource, name: str, start: int, stop: int, scalar: bool) -> torch.Tensor:
-        tensor = reader.get(name) if scalar else reader.get_rows(name, start, stop)
+    def _inputs(self, name: str) -> list[TensorSource | BaseView]:
+        """The sources, then the base when it has ``name``: what a chunk of ``name`` holds."""
+        return [*self.readers, *([self.base] if self.base is not None and name in self.base else [])]
+
+    def _raw(self, index: int, reader: TensorSource | BaseView, name: str, start: int, stop: int,
+             scalar: bool) -> torch.Tensor:
+        """Rows ``[start, stop)`` of input ``index`` as stored (CPU, own dtype), read once."""
+        tensor = self._read_ahead.pop((index, name, start), None)
+        if tensor is None:
+            tensor = reader.get(name) if scalar else reader.get_rows(name, start, stop)
+        return tensor
+
+    def _read(self, index: int, reader: TensorSource | BaseView, name: str, start: int, stop: int,
+              scalar: bool) -> torch.Tensor:
+        tensor = self._raw(index, reader, name, start, stop, scalar)
         return tensor.to(device=self.device, dtype=torch.float32, non_blocking=True)
 
     def _check_finite(self, name: str, start: int, stop: int, sources: list[torch.Tensor],
@@ -305,14 +351,52 @@ class _TensorMerger:
                 where = f" (rows {start}:{stop})" if tensor.dim() and stop - start < self.readers[0].info(name).shape[0] else ""
                 raise TensorFileError(f"tensor {name} of {owner} holds NaN or inf values{where}; it cannot be merged")
 
+    def agrees(self, name: str, shape: tuple[int, ...]) -> bool:
+        """Whether every input of ``name`` (two at least: the sources, and the base where it
+        has the tensor) holds the same bytes. Reads chunk by chunk and stops at the first
+        difference; the first chunk's reads are kept for the merge or the copy that follows."""
+        inputs = self._inputs(name)
+        if len(inputs) < 2:
+            return False
+        scalar, spent = len(shape) == 0, 0.0
+        for position, (start, stop) in enumerate(_row_ranges(shape, self.chunk_bytes)):
+            first = None
+            for index, reader in enumerate(inputs):
+                began = time.perf_counter()
+                tensor = self._raw(index, reader, name, start, stop, scalar)
+                if position == 0:  # kept: the merge does not read it again
+                    self._read_ahead[(index, name, start)] = tensor
+                    began = time.perf_counter()
+                if first is None:
+                    first = tensor
+                elif not _same_bytes(first, tensor):
+                    self.check_seconds += spent + time.perf_counter() - began
+                    return False
+                spent += time.perf_counter() - began
+        return True
+
+    def agreed_chunks(self, name: str, shape: tuple[int, ...]) -> Iterator[torch.Tensor]:
+        """The chunks of a tensor on which every input agrees, read from the first source
+        (checked finite, as merged chunks are)."""
+        scalar = len(shape) == 0
+        for start, stop in _row_ranges(shape, self.chunk_bytes):
+            tensor = self._raw(0, self.readers[0], name, start, stop, scalar)
+            self._check_finite(name, start, stop, [tensor.to(torch.float32)], None)
+            yield tensor
+
+    def forget(self) -> None:
+        """Drop read-ahead chunks that nothing used."""
+        self._read_ahead.clear()
+
     def chunks(self, name: str, shape: tuple[int, ...], ranges: list[tuple[int, int]]) -> Iterator[Chunk]:
         scalar = len(shape) == 0
-        has_base = self.base is not None and name in self.base
+        inputs = self._inputs(name)
+        has_base = len(inputs) > len(self.readers)
         for start, stop in ranges:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(_seed_for(self.plan.seed, name, start))
-            sources = [self._read(r, name, start, stop, scalar) for r in self.readers]
-            base = self._read(self.base, name, start, stop, scalar) if has_base else None
+            sources = [self._read(i, r, name, start, stop, scalar) for i, r in enumerate(self.readers)]
+            base = self._read(len(self.readers), self.base, name, start, stop, scalar) if has_base else None
             self._check_finite(name, start, stop, sources, base)
             yield Chunk(
                 name=name,
@@ -394,45 +478,128 @@ def _details_text(details: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _merge_all(plan: MergePlan, merger: _TensorMerger, layout: list, folder: Path) -> int:
-    """Merge every tensor of ``layout`` in order, streaming each chunk to the writer."""
+class _Sink(Protocol):
+    """Where merged tensors go, in layout order: whole (:meth:`write`) or a few rows at a
+    time (:meth:`write_rows`). :class:`~merginguriel_core.io.ShardedSafetensorsWriter` is one."""
+
+    def write(self, name: str, tensor: torch.Tensor) -> None: ...
+
+    def write_rows(self, name: str, rows: torch.Tensor) -> None: ...
+
+
+class _StateDictSink:
+    """A :class:`_Sink` into CPU tensors allocated up front from the layout: ``tensors`` is
+    the merged state dict once every tensor is written."""
+
+    def __init__(self, layout: Iterable[tuple[str, torch.dtype, tuple[int, ...]]]):
+        self.tensors = {name: torch.empty(shape, dtype=dtype) for name, dtype, shape in layout}
+        self._rows_done: dict[str, int] = {}
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Tensor ``name`` whole."""
+        self.tensors[name].copy_(tensor)
+
+    def write_rows(self, name: str, rows: torch.Tensor) -> None:
+        """The next rows of tensor ``name`` (a 0-d tensor is one chunk)."""
+        target = self.tensors[name]
+        if target.dim() == 0:
+            target.copy_(rows)
+            return
+        done = self._rows_done.get(name, 0)
+        target[done:done + rows.shape[0]].copy_(rows)
+        self._rows_done[name] = done + rows.shape[0]
+
+
+class _Both:
+    """A :class:`_Sink` that writes to two sinks."""
+
+    def __init__(self, first: _Sink, second: _Sink):
+        self.sinks = (first, second)
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        for sink in self.sinks:
+            sink.write(name, tensor)
+
+    def write_rows(self, name: str, rows: torch.Tensor) -> None:
+        for sink in self.sinks:
+            sink.write_rows(name, rows)
+
+
+@dataclass
+class _Counts:
+    """What :func:`_merge_all` did."""
+
+    bytes: int = 0
+    agreed_tensors: int = 0
+    agreed_bytes: int = 0
+    #: Seconds the agreement check cost on tensors that differ (:attr:`_TensorMerger.check_seconds`).
+    check_seconds: float = 0.0
+
+    def details(self, shortcut: bool) -> dict[str, Any]:
+        return {"agreement_shortcut": shortcut, "agreed_tensors": self.agreed_tensors,
+                "agreed_bytes": self.agreed_bytes, "agreement_check_seconds": round(self.check_seconds, 3)}
+
+
+def _shortcut(plan: MergePlan) -> bool:
+    """Whether tensors on which every input agrees are copied (see :attr:`MergePlan.agreement_shortcut`)."""
+    return plan.agreement_shortcut and plan.strategy.keeps_agreement
+
+
+def _merge_all(plan: MergePlan, merger: _TensorMerger, layout: list, sink: _Sink) -> _Counts:
+    """Merge every tensor of ``layout`` in order, streaming each chunk to ``sink``; a tensor
+    on which every input agrees is copied (with :func:`_shortcut`)."""
     first = merger.readers[0]
+    counts = _Counts()
+    shortcut = _shortcut(plan)
     total = sum(first.info(name).nbytes for name, _, _ in layout)
-    written = 0
-    metadata = {"format": "pt", "merged_by": "merginguriel", "strategy": plan.strategy.name}
-    with ShardedSafetensorsWriter(folder, layout, max_shard_bytes=plan.max_shard_bytes, metadata=metadata) as writer, \
-            tqdm(total=total, unit="B", unit_scale=True, desc="merging", disable=not plan.progress) as bar:
+    with tqdm(total=total, unit="B", unit_scale=True, desc="merging", disable=not plan.progress) as bar:
         for name, dtype, shape in layout:
+            nbytes = first.info(name).nbytes
             if not dtype.is_floating_point:
                 # Integer and boolean buffers (position ids, masks) are not averaged: they are
                 # taken from the highest-weighted source, which the others must equal in shape.
-                writer.write(name, first.get(name))
+                sink.write(name, first.get(name))
+            elif shortcut and merger.agrees(name, shape):
+                for tensor in merger.agreed_chunks(name, shape):
+                    tensor = tensor if tensor.dtype == dtype else tensor.to(torch.float32).to(dtype)
+                    _write_chunk(sink, name, shape, tensor)
+                counts.agreed_tensors += 1
+                counts.agreed_bytes += nbytes
             else:
-                job = merger.job(name, shape)
-                statistics = plan.strategy.tensor_statistics(job)
-                for chunk in job.chunks():
-                    merged = plan.strategy.merge_chunk(chunk, statistics)
-                    expected = chunk.sources[0].shape
-                    if tuple(merged.shape) != tuple(expected):
-                        raise ConfigError(
-                            f"strategy {plan.strategy.name!r} returned shape {list(merged.shape)} "
-                            f"for {name} rows {chunk.start}:{chunk.stop}, expected {list(expected)}"
-                        )
-                    # One reduction instead of a mask the size of the chunk: a sum is finite
-                    # unless an entry is NaN/inf (or huge values overflow, checked exactly).
-                    if not math.isfinite(float(merged.sum())) and not bool(torch.isfinite(merged).all()):
-                        _explain_non_finite(plan, chunk, name)
-                    merged = merged.to(dtype).cpu()
-                    if len(shape) == 0:
-                        writer.write(name, merged.reshape(()))
-                    else:
-                        writer.write_rows(name, merged)
-                    del chunk, merged  # free this chunk before the next one is read
-                del job, statistics
-            nbytes = first.info(name).nbytes
-            written += nbytes
+                _merge_tensor(plan, merger, name, dtype, shape, sink)
+            merger.forget()
+            counts.bytes += nbytes
             bar.update(nbytes)
-    return written
+    counts.check_seconds = merger.check_seconds
+    return counts
+
+
+def _merge_tensor(plan: MergePlan, merger: _TensorMerger, name: str, dtype: torch.dtype, shape: tuple[int, ...],
+                  sink: _Sink) -> None:
+    """Merge one floating-point tensor chunk by chunk into ``sink``."""
+    job = merger.job(name, shape)
+    statistics = plan.strategy.tensor_statistics(job)
+    for chunk in job.chunks():
+        merged = plan.strategy.merge_chunk(chunk, statistics)
+        expected = chunk.sources[0].shape
+        if tuple(merged.shape) != tuple(expected):
+            raise ConfigError(
+                f"strategy {plan.strategy.name!r} returned shape {list(merged.shape)} "
+                f"for {name} rows {chunk.start}:{chunk.stop}, expected {list(expected)}"
+            )
+        # One reduction instead of a mask the size of the chunk: a sum is finite
+        # unless an entry is NaN/inf (or huge values overflow, checked exactly).
+        if not math.isfinite(float(merged.sum())) and not bool(torch.isfinite(merged).all()):
+            _explain_non_finite(plan, chunk, name)
+        _write_chunk(sink, name, shape, merged.to(dtype).cpu())
+        del chunk, merged  # free this chunk before the next one is read
+
+
+def _write_chunk(sink: _Sink, name: str, shape: tuple[int, ...], rows: torch.Tensor) -> None:
+    if len(shape) == 0:
+        sink.write(name, rows.reshape(()))
+    else:
+        sink.write_rows(name, rows)
 
 
 def _explain_non_finite(plan: MergePlan, chunk: Chunk, name: str) -> None:
@@ -483,6 +650,37 @@ def run_merge(plan: MergePlan) -> MergeSummary:
         raise TypeError(f"run_merge takes a MergePlan (from plan_merge), not {type(plan).__name__}")
     if plan.output is None:
         raise ConfigError("this merge plan has no output folder; plan it with one to run it")
+    started = time.perf_counter()
+    _, details = _run(plan, plan.output, in_memory=False)
+    return MergeSummary(plan.output, details["tensors"], details["bytes"], time.perf_counter() - started,
+                        str(plan.device), details)
+
+
+def merge_state_dict(plan: MergePlan, *, keep: str | Path | None = None,
+                     details: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """The merged model of ``plan`` as CPU tensors (name -> tensor, in the sources' order),
+    bit-identical to what :func:`run_merge` writes: the same checks, strategy preparation,
+    seeds and chunks, streamed into tensors allocated once instead of a file.
+
+    ``plan.output`` is not used (it may be ``None``). ``keep`` also writes the merged model
+    to that folder, as :func:`run_merge` would (checked first like an output, atomically
+    placed, ``plan.overwrite`` applies); ``details``, when given, is filled with what
+    ``merge_details.json`` records (counts, ``agreed_tensors``, seconds, ...).
+    """
+    if not isinstance(plan, MergePlan):
+        raise TypeError(f"merge_state_dict takes a MergePlan (from plan_merge), not {type(plan).__name__}")
+    if keep is not None:
+        check_output(Path(keep), plan.overwrite, [s.path for s in plan.sources] + ([plan.base] if plan.base else []))
+    state, facts = _run(plan, Path(keep) if keep is not None else None, in_memory=True)
+    if details is not None:
+        details.update(facts)
+    assert state is not None
+    return state
+
+
+def _run(plan: MergePlan, output: Path | None, in_memory: bool) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """Merge ``plan`` into a folder at ``output`` (placed when complete), into memory, or
+    both; return the tensors (``in_memory``) and the merge's details."""
     reuse_freed_buffers()
     started = time.perf_counter()
     with ExitStack() as stack:
@@ -492,23 +690,36 @@ def run_merge(plan: MergePlan) -> MergeSummary:
         check_compatible(list(plan.sources), readers, base)
         chunk_bytes = plan.chunk_bytes or auto_chunk_bytes(readers[0].total_bytes(), len(readers), plan.device)
         layout = _layout(plan, readers[0])
-        needed = sum(math.prod(shape) * dtype.itemsize for _, dtype, shape in layout)
-        with staged_folder(plan.output, overwrite=plan.overwrite, what="merged model", needed_bytes=needed) as tmp_dir:
-            prepared = plan.strategy.prepare(
-                MergeContext(plan.sources, plan.base, plan.params, plan.device, plan.data, plan.progress))
-            if hasattr(prepared, "close"):
-                stack.callback(prepared.close)
-            merger = _TensorMerger(plan, readers, base, chunk_bytes, prepared)
-            bytes_written = _merge_all(plan, merger, layout, tmp_dir)
+        memory = _StateDictSink(layout) if in_memory else None
+        tmp_dir = None
+        if output is not None:
+            needed = sum(math.prod(shape) * dtype.itemsize for _, dtype, shape in layout)
+            tmp_dir = stack.enter_context(
+                staged_folder(output, overwrite=plan.overwrite, what="merged model", needed_bytes=needed))
+        prepared = plan.strategy.prepare(
+            MergeContext(plan.sources, plan.base, plan.params, plan.device, plan.data, plan.progress))
+        if hasattr(prepared, "close"):
+            stack.callback(prepared.close)
+        merger = _TensorMerger(plan, readers, base, chunk_bytes, prepared)
+        if tmp_dir is not None:
+            metadata = {"format": "pt", "merged_by": "merginguriel", "strategy": plan.strategy.name}
+            with ShardedSafetensorsWriter(tmp_dir, layout, max_shard_bytes=plan.max_shard_bytes,
+                                          metadata=metadata) as writer:
+                counts = _merge_all(plan, merger, layout, writer if memory is None else _Both(memory, writer))
             copied = _copy_side_files(plan.sources[0].path, tmp_dir)
-            details = _details(plan, copied, len(layout), bytes_written, time.perf_counter() - started, chunk_bytes)
-            if hasattr(prepared, "describe"):
-                details["statistics"] = prepared.describe()
-            if base is not None:
-                details["base_tensors"] = {**base.describe(), "source_tensors": len(layout)}
+        else:
+            assert memory is not None
+            counts, copied = _merge_all(plan, merger, layout, memory), []
+        details = _details(plan, copied, len(layout), counts.bytes, time.perf_counter() - started, chunk_bytes)
+        details.update(counts.details(_shortcut(plan)))
+        if hasattr(prepared, "describe"):
+            details["statistics"] = prepared.describe()
+        if base is not None:
+            details["base_tensors"] = {**base.describe(), "source_tensors": len(layout)}
+        if tmp_dir is not None:
             (tmp_dir / "merge_details.json").write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
             (tmp_dir / "merge_details.txt").write_text(_details_text(details), encoding="utf-8")
-    return MergeSummary(plan.output, len(layout), bytes_written, time.perf_counter() - started, str(plan.device), details)
+    return (memory.tensors if memory is not None else None), details
 
 
 def _layout(plan: MergePlan, first: TensorSource) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:

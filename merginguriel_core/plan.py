@@ -436,13 +436,20 @@ def plan_ensemble(
     cache_dir: str | Path | None = None,
     no_cache: bool = False,
     progress: bool = False,
+    baselines: bool = True,
+    nxn: str | Path | None = None,
     registry: Any = None,
     given: Iterable[str] | None = None,
 ) -> "EnsemblePlan":
     """Resolve and check an ensemble of the sources `mu merge` would select (``selection``
     over ``models``), or of ``sources`` ``(locale, weight)`` for ``target``; return its frozen
     plan for :func:`~merginguriel_core.ensemble.run_ensemble`. Independent problems are
-    reported together; model folders are resolved (hub ids fetched) last."""
+    reported together; model folders are resolved (hub ids fetched) last.
+
+    The best-overall zero-shot baseline runs every model of ``zero_shot_pool`` (default: all)
+    on the target's split; ``nxn``, a folder written by ``mu nxn`` on the same dataset and
+    split, gives their accuracies instead (each must be in it), and ``baselines=False`` skips
+    that baseline."""
     from merginguriel_core.ensemble import EnsemblePlan
     from merginguriel_core.evaluation import check_batching
     from merginguriel_core.languages import resolve_language
@@ -466,6 +473,8 @@ def plan_ensemble(
             selection.check()
     if (selection is None) == (sources is None):
         problems.errors.append(ConfigError("give the sources of an ensemble: a selection over models, or sources"))
+    with problems.check():
+        resolved["nxn"] = _nxn_matrix_file(nxn, baselines)
     problems.raise_any()
     if isinstance(selection, SelectionOptions):
         chosen, refs = choose_sources(selection, models, registry=registry, given=given)
@@ -481,14 +490,68 @@ def plan_ensemble(
     missing = [locale for locale, _ in weights if locale not in refs]
     if missing:
         raise ConfigError(f"no model for source {missing[0]}; the models are {', '.join(sorted(refs))}")
+    pool = tuple(resolve_language(c).locale for c in zero_shot_pool) if zero_shot_pool is not None else None
+    unknown = [locale for locale in pool or () if locale not in refs]
+    if unknown:
+        raise ConfigError(f"no model for zero-shot pool language {unknown[0]}; the models are {', '.join(sorted(refs))}")
     folders = {locale: resolve_location(ref.location) for locale, ref in refs.items()}
-    return EnsemblePlan(
+    plan = EnsemblePlan(
         target=target, sources=tuple(weights), models=folders, method=resolved["method"], dataset=resolved["dataset"],
-        location=resolved["location"], split=split, evaluators=resolved["evaluators"],
-        zero_shot_pool=tuple(resolve_language(c).locale for c in zero_shot_pool) if zero_shot_pool is not None else None,
+        location=resolved["location"], split=split, evaluators=resolved["evaluators"], zero_shot_pool=pool,
         batch_size=batch_size, max_length=max_length, device=resolved["device"],
-        cache_dir=_cache_dir(cache_dir, no_cache), progress=progress, selection=chosen,
+        cache_dir=_cache_dir(cache_dir, no_cache), progress=progress, selection=chosen, baselines=baselines,
     )
+    if resolved["nxn"] is None:
+        return plan
+    accuracies = _nxn_zero_shot(resolved["nxn"], plan.target, plan.zero_shot_candidates, plan.dataset.name, split)
+    return replace(plan, zero_shot=accuracies, zero_shot_from=resolved["nxn"])
+
+
+def _nxn_matrix_file(nxn: str | Path | None, baselines: bool) -> Path | None:
+    """The accuracy matrix in the ``mu nxn`` folder ``nxn`` (``None`` without one)."""
+    from merginguriel_core.reports import NXN_MATRIX
+
+    if nxn is None:
+        return None
+    if not baselines:
+        raise ConfigError("give --nxn DIR or --no-baselines, not both (--nxn only serves the best-overall baseline)")
+    if not Path(nxn).is_dir():
+        raise ConfigError(f"--nxn {nxn} is not a folder; give the --output folder of a `mu nxn` run")
+    matrix = Path(nxn) / NXN_MATRIX
+    if not matrix.is_file():
+        raise ConfigError(f"--nxn {nxn} has no {NXN_MATRIX}; give the --output folder of a `mu nxn` run")
+    return matrix
+
+
+def _nxn_zero_shot(matrix: Path, target: str, pool: list[str], dataset: str, split: str) -> dict[str, float]:
+    """Each model of ``pool``'s accuracy on ``target`` from ``mu nxn``'s ``matrix``, which must
+    have been evaluated on ``dataset``'s ``split`` (as its ``nxn_details.json`` says)."""
+    import json
+    import math
+
+    from merginguriel_core.signal_weighting import read_nxn
+
+    details = matrix.parent / "nxn_details.json"
+    if details.is_file():
+        try:
+            written = json.loads(details.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read {details}: {error}") from None
+        written = written if isinstance(written, dict) else {}
+        for what, ours in (("dataset", dataset), ("split", split)):
+            if written.get(what, ours) != ours:
+                raise ConfigError(f"--nxn {matrix.parent} was evaluated on {what} {written[what]!r}, this ensemble "
+                                  f"on {ours!r}; give an N×N matrix of the same {what}")
+    rows, columns, values = read_nxn(matrix)
+    if target not in columns:
+        raise ConfigError(f"--nxn {matrix} has no column for the target {target}; its targets are {', '.join(columns)}")
+    column = {source: float(value) for source, value in zip(rows, values[:, columns.index(target)])}
+    missing = [locale for locale in pool if not math.isfinite(column.get(locale, math.nan))]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConfigError(f"--nxn {matrix} has no accuracy of model {missing[0]}{more} on {target}; rerun `mu nxn` "
+                          f"with every model, or use --no-baselines")
+    return {locale: column[locale] for locale in pool}
 
 
 def evaluate(

@@ -70,6 +70,7 @@ KINDS: dict[str, str] = {
     "voting_method": "register_voting_methods",
     "evaluator": "register_evaluators",
     "dataset": "register_datasets",
+    "executor": "register_executors",
 }
 #: kind -> the CLI option that selects it, for error messages.
 KIND_OPTIONS = {
@@ -78,6 +79,7 @@ KIND_OPTIONS = {
     "voting_method": "--voting-method",
     "evaluator": "--evaluators",
     "dataset": "--dataset",
+    "executor": "--executor",
 }
 #: kind -> the name of the class in :mod:`merginguriel_core.interfaces` its objects must be.
 KIND_CLASSES = {
@@ -86,6 +88,7 @@ KIND_CLASSES = {
     "voting_method": "VotingMethod",
     "evaluator": "Evaluator",
     "dataset": "Dataset",
+    "executor": "Executor",
 }
 BUILTIN_DISTRIBUTION = "merginguriel"
 #: What the defaults of ``mu`` select, as ``(kind, name)``; ``(kind, "*")`` is every object of
@@ -97,6 +100,7 @@ DEFAULT_NEEDS: frozenset[tuple[str, str]] = frozenset({
     ("dataset", "sib200"),
     ("voting_method", "uriel_logits"),
     ("evaluator", "*"),
+    ("executor", "local"),
 })
 #: The environment variables read here: the plugins to load, and the hook-call tracing switch.
 PLUGINS_ENV = "MERGINGURIEL_PLUGINS"

@@ -96,28 +96,49 @@ def nxn_summary(result: NxN, wall_seconds: float, output: Path) -> str:
 
 # ------------------------------------------------------------ mu compare-ensembles
 def comparison_row(result: Any) -> dict[str, Any]:
-    """One row of comparison.csv: a (target, voting method) ensemble result next to its baselines."""
+    """One row of comparison.csv: a (target, voting method) ensemble result next to its baselines
+    (``best_zero_shot_from``: where the best-overall one comes from, or that it was not computed)."""
+    from merginguriel_core.ensemble import FROM_LOGITS
+
     return {
         "target": result.target, "voting_method": result.method, "accuracy": result.metrics["accuracy"],
         "macro_f1": result.metrics.get("macro_f1"), "sources": " ".join(l for l, _ in result.sources),
         "best_source": result.best_source[0], "best_source_accuracy": result.best_source[1],
         "best_zero_shot": result.best_zero_shot[0] if result.best_zero_shot else None,
         "best_zero_shot_accuracy": result.best_zero_shot[1] if result.best_zero_shot else None,
+        "best_zero_shot_from": getattr(result, "best_zero_shot_from", FROM_LOGITS),
     }
+
+
+def _zero_shot_skipped(table: pd.DataFrame) -> pd.Series:
+    """Per row: whether its best-overall zero-shot baseline was not computed (``--no-baselines``)."""
+    import pandas as pd
+
+    from merginguriel_core.ensemble import NOT_COMPUTED
+
+    if "best_zero_shot_from" not in table:
+        return pd.Series(False, index=table.index)
+    return table["best_zero_shot_from"].eq(NOT_COMPUTED)
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Per method: mean and std of accuracy, average rank across targets (1 = best; ties share
-    the mean rank) and wins (strictly better) against each baseline."""
+    the mean rank) and wins (strictly better) against each baseline; no wins against the
+    best-overall zero-shot baseline (NaN) for a method whose baseline was never computed."""
     ranks = table.groupby("target")["accuracy"].rank(ascending=False, method="average")
+    skipped = _zero_shot_skipped(table)
     table = table.assign(rank=ranks,
                          beats_best_source=table["accuracy"] > table["best_source_accuracy"],
                          beats_best_zero_shot=table["accuracy"] > table["best_zero_shot_accuracy"].fillna(float("inf")))
-    return table.groupby("voting_method").agg(
+    summary = table.groupby("voting_method").agg(
         mean_accuracy=("accuracy", "mean"), std_accuracy=("accuracy", "std"), mean_rank=("rank", "mean"),
         wins_vs_best_source=("beats_best_source", "sum"), wins_vs_best_zero_shot=("beats_best_zero_shot", "sum"),
         targets=("target", "count"),
     ).sort_values("mean_rank")
+    if skipped.any():
+        computed = (~skipped).groupby(table["voting_method"]).any().reindex(summary.index)
+        summary["wins_vs_best_zero_shot"] = summary["wins_vs_best_zero_shot"].where(computed)
+    return summary
 
 
 def to_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -126,20 +147,24 @@ def to_markdown(table: pd.DataFrame, summary: pd.DataFrame) -> str:
     import pandas as pd
 
     pivot = table.pivot(index="target", columns="voting_method", values="accuracy")
-    baselines = table.drop_duplicates("target").set_index("target")[["best_source_accuracy", "best_zero_shot_accuracy"]]
+    table = table.assign(zero_shot_skipped=_zero_shot_skipped(table))
+    baselines = table.drop_duplicates("target").set_index("target")[
+        ["best_source_accuracy", "best_zero_shot_accuracy", "zero_shot_skipped"]]
     lines = ["| target | " + " | ".join(pivot.columns) + " | best source | best zero-shot |",
              "|---" * (len(pivot.columns) + 3) + "|"]
     for target, row in pivot.iterrows():
         base = baselines.loc[target]
         cells = [f"{row[c]:.4f}" for c in pivot.columns]
-        zero = "—" if pd.isna(base["best_zero_shot_accuracy"]) else f"{base['best_zero_shot_accuracy']:.4f}"
+        zero = ("not computed" if base["zero_shot_skipped"] else "—" if pd.isna(base["best_zero_shot_accuracy"])
+                else f"{base['best_zero_shot_accuracy']:.4f}")
         lines.append(f"| {target} | " + " | ".join(cells) + f" | {base['best_source_accuracy']:.4f} | {zero} |")
     lines += ["", "| method | mean | std | mean rank | wins vs best source | wins vs best zero-shot |", "|---|---|---|---|---|---|"]
     for method, row in summary.iterrows():
         std = "—" if pd.isna(row["std_accuracy"]) else f"{row['std_accuracy']:.4f}"
+        zero_wins = ("not computed" if pd.isna(row["wins_vs_best_zero_shot"])
+                     else f"{int(row['wins_vs_best_zero_shot'])}/{int(row['targets'])}")
         lines.append(f"| {method} | {row['mean_accuracy']:.4f} | {std} | {row['mean_rank']:.2f} | "
-                     f"{int(row['wins_vs_best_source'])}/{int(row['targets'])} | "
-                     f"{int(row['wins_vs_best_zero_shot'])}/{int(row['targets'])} |")
+                     f"{int(row['wins_vs_best_source'])}/{int(row['targets'])} | {zero_wins} |")
     return "\n".join(lines) + "\n"
 
 
@@ -154,9 +179,10 @@ def write_comparison_report(output: Path, rows: list[Mapping[str, Any]], *, extr
     summary = summarise(table)
     output.mkdir(exist_ok=True)
     _write_csv(table, output / "comparison.csv", replace=replace, index=False)
-    write_json_atomically(output / "comparison.json", {
-        "rows": list(rows), "summary": summary.reset_index().to_dict(orient="records"), **(extra or {}),
-    }, replace=replace)
+    records = [{key: None if pd.isna(value) else value for key, value in record.items()}  # NaN is not JSON
+               for record in summary.reset_index().to_dict(orient="records")]
+    write_json_atomically(output / "comparison.json", {"rows": list(rows), "summary": records, **(extra or {})},
+                          replace=replace)
     markdown = to_markdown(table, summary)
     write_text_atomically(output / "comparison.md", markdown, replace=replace)
     return markdown

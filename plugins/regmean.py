@@ -36,6 +36,8 @@ class RegMeanStrategy(MergeStrategy):
         Param("batch_size", int, 16, "examples per forward pass while computing the Gram matrices", minimum=1),
     )
     needs_data = True
+    # The ridge term shrinks agreed weights: W·G̃·(G̃ + ridge·I)⁻¹ is not W.
+    keeps_agreement = False
 
     def prepare(self, context: MergeContext) -> StatisticsFiles:
         count, max_length, batch_size = context.params["examples"], context.data.max_length, context.params["batch_size"]

@@ -98,14 +98,14 @@ def test_ensemble_uses_merge_weights_and_matches_hand_computation(runner, traine
 
 
 def test_ensemble_predictions_file(runner, trained, sib_dir, tmp_path):
-    out = tmp_path / "predictions.csv"
+    out = tmp_path / "not" / "yet" / "predictions.csv"  # missing folders above it are made
     result = _ensemble(runner, trained, sib_dir, tmp_path / "c", "--voting-method", "majority", "--predictions", out)
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["text", "gold", "predicted"] and len(frame) == 21
     assert _report(result)["accuracy"] == pytest.approx(float((frame["gold"] == frame["predicted"]).mean()))
     again = _ensemble(runner, trained, sib_dir, tmp_path / "c", "--predictions", out)
-    assert again.exit_code != 0 and "exists or its folder does not" in again.output
+    assert again.exit_code == 1 and again.output == f"Error: --predictions {out} already exists; choose a new file\n"
 
 
 def test_fewer_sources_than_asked_is_said_and_goes_on(runner, trained, sib_dir, tmp_path):

@@ -1,0 +1,1 @@
+"""Experiment grids: a checked spec, one resumable runner, executors, reports."""
