@@ -152,9 +152,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 steadies a busy machine")
     parser.add_argument("--zoo", action="store_true", help="build a tiny zoo and data instead of --models and --data-dir")
     args = parser.parse_args()
     args.sources = args.sources.split(",")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="cell-cost-") as scratch:
         work = Path(scratch)
         if args.zoo:
@@ -162,7 +167,8 @@ def main() -> None:
         elif args.models is None:
             parser.error("give --models FOLDER (or --zoo)")
         results = {strategy: measure(args, strategy, work) for strategy in args.strategies.split(",")}
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end; {len(args.sources)} sources "
+    threads = f", {args.threads} torch thread(s)" if args.threads else ""
+    print(f"{os.cpu_count()} CPUs{threads}, load average {os.getloadavg()[0]:.2f} at the end; {len(args.sources)} sources "
           f"({', '.join(args.sources)}), target {args.target}, median of {args.repeats} repeats"
           f"{' (tiny zoo)' if args.zoo else ''}\n")
     print(table(results))

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
     from merginguriel_core.data import Examples
     from merginguriel_core.merge import MergePlan
-else:
-    from merginguriel_core.lazy import torch
 
 
 class CellResult(NamedTuple):
@@ -62,18 +60,18 @@ def model_from_state_dict(folder: str | Path, state: Mapping[str, torch.Tensor],
     except KeyError:
         raise ModelError(f"model type {config.model_type!r} of {folder} has no sequence classifier in "
                          f"transformers") from None
-    try:
+    try:  # a mismatched shape is reported below, not raised with a pointer to a log
         model, info = model_class.from_pretrained(None, config=config, state_dict=dict(state),
-                                                  output_loading_info=True)
+                                                  output_loading_info=True, ignore_mismatched_sizes=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"cannot build the classifier of {folder} from the merged weights: {first_line(exc)}") from None
-    for kind, what in (("missing_keys", "lacks tensor"), ("unexpected_keys", "has tensor"),
-                       ("mismatched_keys", "has a wrongly shaped tensor")):
-        names = sorted(str(name) for name in info.get(kind) or ())
-        if names:
-            more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
-            raise ModelError(f"the merged weights do not fit the config of {folder}: the state {what} "
-                             f"{names[0]}{more}")
+    problems = [f"lacks tensor {name}" for name in sorted(info.get("missing_keys") or ())]
+    problems += [f"has tensor {name}, which the config has not" for name in sorted(info.get("unexpected_keys") or ())]
+    problems += [f"has tensor {name} of shape {list(got)}, the config's is {list(wanted)}"
+                 for name, got, wanted in sorted(info.get("mismatched_keys") or (), key=str)]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ModelError(f"the merged weights do not fit the config of {folder}: the state {problems[0]}{more}")
     if device is not None:
         model = model.to(device)
     return model.eval()

@@ -290,21 +290,23 @@ def _row_ranges(shape: tuple[int, ...], chunk_bytes: int) -> list[tuple[int, int
     return [(start, min(rows, start + per_chunk)) for start in range(0, max(rows, 1), per_chunk)] if rows else [(0, 0)]
 
 
+#: Entries compared before the whole chunk by :func:`_same_bytes`.
+_HEAD = 1024
+
+
 def _same_bytes(first: torch.Tensor, other: torch.Tensor) -> bool:
-    """Whether two CPU tensors of one dtype and shape hold the same bytes.
+    """Whether two CPU tensors of one shape hold the same bytes in the same dtype.
 
     Compared as integers of the same width, so ``-0.0`` and ``0.0`` differ and a NaN equals
     only the same NaN; numpy's comparison is twice as fast as ``torch.equal`` on
     chunk-sized tensors. The first entries are compared first: tensors that differ (every
     fine-tuned one) almost always differ there, so they cost microseconds, not a pass.
     """
+    if first.dtype != other.dtype:  # a base stored in another dtype
+        return False
     kind = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[first.element_size()]
     a, b = first.reshape(-1).view(kind).numpy(), other.reshape(-1).view(kind).numpy()
     return bool(np.array_equal(a[:_HEAD], b[:_HEAD]) and np.array_equal(a, b))
-
-
-#: Entries compared before the whole chunk by :func:`_same_bytes`.
-_HEAD = 1024
 
 
 class _TensorMerger:
@@ -358,21 +360,22 @@ class _TensorMerger:
         inputs = self._inputs(name)
         if len(inputs) < 2:
             return False
-        scalar, spent = len(shape) == 0, 0.0
+        scalar, started, reused = len(shape) == 0, time.perf_counter(), 0.0
         for position, (start, stop) in enumerate(_row_ranges(shape, self.chunk_bytes)):
             first = None
             for index, reader in enumerate(inputs):
-                began = time.perf_counter()
-                tensor = self._raw(index, reader, name, start, stop, scalar)
-                if position == 0:  # kept: the merge does not read it again
-                    self._read_ahead[(index, name, start)] = tensor
+                if position == 0:  # kept: the merge (or the copy) does not read it again
                     began = time.perf_counter()
+                    tensor = self._read_ahead[(index, name, start)] = self._raw(index, reader, name, start, stop,
+                                                                                scalar)
+                    reused += time.perf_counter() - began
+                else:
+                    tensor = self._raw(index, reader, name, start, stop, scalar)
                 if first is None:
                     first = tensor
                 elif not _same_bytes(first, tensor):
-                    self.check_seconds += spent + time.perf_counter() - began
+                    self.check_seconds += time.perf_counter() - started - reused
                     return False
-                spent += time.perf_counter() - began
         return True
 
     def agreed_chunks(self, name: str, shape: tuple[int, ...]) -> Iterator[torch.Tensor]:

@@ -119,7 +119,9 @@ def dot_plot(frame: pd.DataFrame, path: Path, title: str, *, xlabel: str, refere
     rows = [str(r) for r in frame.index]
     panels = max(1, math.ceil(len(rows) / DOT_ROWS_PER_PANEL))
     per_panel = math.ceil(len(rows) / panels) if rows else 1
-    figure = new_figure(4.8 * panels + 2.8, max(3.0, 0.32 * per_panel + 1.4))
+    legend = 0.7 + 0.065 * max((len(str(s)) for s in series), default=0)  # inches beside the panels
+    width = 4.8 * panels + legend
+    figure = new_figure(width, max(3.0, 0.32 * per_panel + 1.4))
     axes = [figure.add_subplot(1, panels, p + 1) for p in range(panels)]
     methods = [s for s in series if s not in reference]
     palette = dict(zip(methods, colours(len(methods))))
@@ -144,7 +146,7 @@ def dot_plot(frame: pd.DataFrame, path: Path, title: str, *, xlabel: str, refere
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout(rect=(0, 0, 1 - 2.6 / (4.8 * panels + 2.8), 1))
+    figure.tight_layout(rect=(0, 0, 1 - legend / width, 1))
     save_png(figure, path, replace=replace)
 
 

@@ -189,7 +189,10 @@ def test_a_damaged_result_is_recomputed(tmp_path, finished):
 
 
 def test_another_spec_is_refused_unless_forced(tmp_path, finished, trained, zoo_dir, sib_dir):
-    _, results, _ = finished
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(finished[1], results)  # the other tests compare with the finished grid
     other = write_spec(tmp_path, trained, zoo_dir, sib_dir, voting=["majority", "soft", "uriel_logits"])
     with pytest.raises(ConfigError, match="holds the results of another spec .*pass --force"):
         run_experiment(other, results, progress=False)
@@ -259,3 +262,17 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_results(tmp_path, finished, 
     for key, record in want.items():
         assert got[key]["status"] == record["status"], key
         assert got[key].get("metrics") == record.get("metrics"), key
+
+
+def test_the_python_snippet_of_the_docs_runs(tmp_path, monkeypatch, trained, zoo_dir, sib_dir, capsys):
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    write_spec(tmp_path, trained, zoo_dir, sib_dir, targets=["nl-NL"], selections=["softmax"], strategies=["linear"],
+               voting=["majority"])
+    exec(compile(blocks[0], "docs/experiments.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("10 cells: 0 already done, 10 computed (0 failed, 1 without an answer)")
+    assert len(list(iter_cells(tmp_path / "results"))) == 10

@@ -289,3 +289,97 @@ def test_missing_failed_and_skipped_cells_are_listed(report, results):
     assert "`ja-JP/baseline-own`: ja-JP has no model of its own" in section
     data = json.loads((results / "report" / "report.json").read_text(encoding="utf-8"))
     assert "ja-JP/vote-majority@softmax" in data["missing"] and data["failed"] == report.failed
+
+
+def test_an_existing_report_is_refused_without_overwrite_and_left_untouched(report, results):
+    output = results / "report"
+    before = {name: (output / name).read_bytes() for name in REPORT_FILES}
+    with pytest.raises(ConfigError, match=r"report\.csv already exists; pass --overwrite to replace it$"):
+        write_report(results, bootstrap=2000)
+    assert {name: (output / name).read_bytes() for name in REPORT_FILES} == before
+    again = write_report(results, bootstrap=2000, seed=1, overwrite=True)
+    assert json.loads((output / "report.json").read_text(encoding="utf-8"))["seed"] == 1
+    assert again.comparison("merge-linear@uriel", "english")["mean_gain"] == pytest.approx(0.05)
+
+
+def test_another_metric_and_the_errors_for_bad_options(results, tmp_path):
+    report = write_report(results, tmp_path / "f1", metric="macro_f1", bootstrap=2000)
+    rows = {(row["target"], row["method"]): row for row in report.rows}
+    assert rows[("sw-KE", "merge-linear@uriel")]["macro_f1"] == 32 / 64
+    assert report.comparison("merge-linear@uriel", "english")["mean_gain"] == pytest.approx(0.05)  # both shift by 2/64
+    with pytest.raises(ConfigError, match=r"^--metric 'bleu' is not in the results; the cells have: accuracy, macro_f1$"):
+        write_report(results, tmp_path / "bleu", metric="bleu")
+    with pytest.raises(ConfigError, match=r"^--bootstrap must be a whole number of resamples >= 100, got 10$"):
+        write_report(results, tmp_path / "b", bootstrap=10)
+    with pytest.raises(ConfigError, match=r"^--seed must be a whole number >= 0, got -1$"):
+        write_report(results, tmp_path / "s", seed=-1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"holds no experiment\.json and no cells/: not an experiment's results folder$"):
+        write_report(tmp_path / "empty")
+    assert not (tmp_path / "bleu").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_grid_that_has_just_started_lists_every_cell_as_missing(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    keys = [k for t in TARGETS for k in _keys(t)]
+    experiment = {"format": 1, "name": "new", "digest": "d", "spec": SPEC, "runs": [], "targets": TARGETS,
+                  "models": {}, "cells": keys}
+    (results / "experiment.json").write_text(json.dumps(experiment), encoding="utf-8")
+    _write(results, "sw-KE/nxn-de-DE", value=30, model="de-DE")
+    report = write_report(results, bootstrap=100)
+    assert report.missing == [k for k in keys if k != "sw-KE/nxn-de-DE"]
+    assert report.cells["done"] == 1 and all(row["status"] == "missing" for row in report.rows)
+    assert all(c["n"] == 0 for e in report.summary for c in e["comparisons"].values())
+    assert set(report.plots) == {"similarity", "nxn"}
+    assert "no merge or vote cell has a result yet: the per-target chart is left out" in report.notes
+    text = (results / "report" / "report.md").read_text(encoding="utf-8")
+    assert "### Missing (77)" in text and "The grid has no comparison that answers them yet" in text
+
+
+def test_a_damaged_cell_file_is_listed(results):
+    path = cell_file(results, "sw-KE", "merge-linear@average")
+    path.write_text(path.read_text(encoding="utf-8").replace('"status": "done"', '"status": "failed"'), encoding="utf-8")
+    report = write_report(results, bootstrap=100)
+    assert report.damaged == [{"file": str(path), "why": "its checksum does not match its content"}]
+    assert "sw-KE/merge-linear@average" in report.missing
+    assert report.comparison("merge-linear@average", "random")["left_out"] == 1
+
+
+def test_reference_selections_come_from_the_spec():
+    assert reference_selections({}) == {"average": "average", "random": "random"}
+    spec = {"selections": [{"name": "all", "weighting": "average", "sources": "all"},
+                           {"name": "equal", "weighting": "average"}, {"name": "r3", "weighting": "random"}]}
+    assert reference_selections(spec) == {"average": "equal", "random": "r3"}
+
+
+# -------------------------------------------------------------------------------- CLI
+def _cli() -> typer.Typer:
+    """``mu`` once it has the report command; until then an app of its group with it alone."""
+    from typer.main import get_command
+
+    from merginguriel_cli import report as command
+    from merginguriel_cli.main import _MuGroup, app
+
+    if "report" in get_command(app).commands:
+        return app
+    alone = typer.Typer(cls=_MuGroup)
+    alone.callback()(lambda: None)
+    command.register(alone)
+    return alone
+
+
+def test_cli_writes_the_report_and_exits_1_on_a_refusal(results, tmp_path):
+    runner, app = CliRunner(), _cli()
+    done = runner.invoke(app, ["report", str(results), "--output", str(tmp_path / "out"), "--bootstrap", "500"])
+    assert done.exit_code == 0, done.output
+    assert "4 methods on 6 targets; cells: 75 done, 1 failed, 1 skipped, 1 missing" in done.stdout
+    assert (tmp_path / "out" / "report.md").is_file()
+    again = runner.invoke(app, ["report", str(results), "--output", str(tmp_path / "out")])
+    assert again.exit_code == 1
+    assert again.stderr == f"Error: {tmp_path / 'out' / 'report.csv'} already exists; pass --overwrite to replace it\n"
+    assert runner.invoke(app, ["report", str(results), "-o", str(tmp_path / "out"), "--overwrite",
+                               "--seed", "3"]).exit_code == 0
+    bad = runner.invoke(app, ["report", str(results), "--metric", "bleu"])
+    assert bad.exit_code == 1 and bad.stderr.startswith("Error: --metric 'bleu' is not in the results")
+    assert runner.invoke(app, ["report"]).exit_code == 2  # RESULTS is required
