@@ -23,6 +23,6 @@ for pass in cold warm; do
      --num-languages 5 --cache-dir "$work/cache-ensembles" --output "$work/ensembles-$pass" --overwrite --no-progress
 done
 python "$(dirname "$0")/report_real_run.py" "$work" "$(dirname "$0")/../docs/results"
-# Which weighting transfers best (docs/results/weightings-sib200-e5.md): about 30 minutes.
-python "$(dirname "$0")/weightings.py" --work "$work" --base-model "$work/e5" --data-dir "$data" \
-   --out "$(dirname "$0")/../docs/results"
+# Which weighting transfers best (docs/results/weightings/): the spec the runner executes.
+MU_WORK="$work" mu experiment run "$(dirname "$0")/specs/weightings.yaml" --output "$work/weightings" --no-progress
+mu report "$work/weightings" --output "$(dirname "$0")/../docs/results/weightings" --overwrite

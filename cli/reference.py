@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typer.main import get_command
 
-BUILT_IN = ("merge", "ensemble", "compare-ensembles", "similarity", "train", "evaluate", "evaluate-encoder", "nxn", "plugins", "demo")
+BUILT_IN = ("merge", "ensemble", "compare-ensembles", "similarity", "train", "evaluate", "evaluate-encoder", "nxn",
+            "experiment validate", "experiment run", "plugins", "demo")
 HEADER = """# `mu` command reference
 
 Generated from the commands by `python -m merginguriel_cli.reference > docs/cli.md`
@@ -27,14 +28,19 @@ def render() -> str:
     group = get_command(app)
     parts = [HEADER]
     for name in BUILT_IN:
-        command = group.commands[name]
+        command = group
+        for part in name.split():  # "experiment run": a command of a group
+            command = command.commands[part]
         parts.append(f"## `mu {name}`\n")
         parts.append((command.help or "").strip() + "\n")
         parts.append("| option | default | meaning |\n|---|---|---|")
         for param in command.params:
             if param.name == "help":
                 continue
-            flags = " / ".join(f"`{flag}`" for flag in [*param.opts, *param.secondary_opts])
+            if param.param_type_name == "argument":
+                flags = f"`{param.name.upper()}` (argument)"
+            else:
+                flags = " / ".join(f"`{flag}`" for flag in [*param.opts, *param.secondary_opts])
             default = "required" if param.required else ("" if param.default in (None, False) else f"`{param.default}`")
             parts.append(f"| {flags} | {default} | {param.help} |")
         parts.append("")

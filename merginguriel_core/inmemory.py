@@ -10,6 +10,7 @@ and scoring, so the same predictions). ``keep`` writes the merged model too.
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
@@ -77,6 +78,23 @@ def model_from_state_dict(folder: str | Path, state: Mapping[str, torch.Tensor],
     return model.eval()
 
 
+def tokenizer_for(folder: str | Path):
+    """``folder``'s tokenizer, loaded once per process while its files are unchanged (a fast
+    XLM-R tokenizer takes seconds to parse; a grid's merges share a handful of them)."""
+    folder = Path(folder)
+    stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*token*")))
+    return _cached_tokenizer(str(folder.resolve()), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_tokenizer(folder: str, stamp: tuple) -> Any:
+    from transformers import AutoTokenizer
+
+    from merginguriel_core.statistics import load_pretrained
+
+    return load_pretrained(AutoTokenizer, Path(folder))
+
+
 def merge_and_evaluate(
     plan: MergePlan,
     examples: Examples,
@@ -104,9 +122,7 @@ def merge_and_evaluate(
     from merginguriel_core.evaluation import check_batching, check_label_space, gold_ids, score
     from merginguriel_core.merge import merge_state_dict, resolve_device
     from merginguriel_core.plan import evaluator_objects
-    from merginguriel_core.statistics import load_pretrained
     from merginguriel_core.training import predict_logits
-    from transformers import AutoTokenizer
 
     check_batching(batch_size, max_length)
     folder = plan.sources[0].path  # the merged model's config and tokenizer are this source's
@@ -120,7 +136,7 @@ def merge_and_evaluate(
     merged = time.perf_counter()
     model = model_from_state_dict(folder, state, device=device)
     del state  # the model holds the tensors now
-    tokenizer = load_pretrained(AutoTokenizer, folder)
+    tokenizer = tokenizer_for(folder)
     loaded = time.perf_counter()
     logits = predict_logits(model, tokenizer, examples.texts, batch_size, max_length, device, progress,
                             desc=f"merged for {examples.source}")

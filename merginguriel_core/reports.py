@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pandas is imported where it is used: it costs every `mu` ca
 #: The accuracy matrix of ``mu nxn``; each further metric gets ``evaluation_matrix_METRIC.csv``.
 NXN_MATRIX = "evaluation_matrix.csv"
 #: The files every ``mu nxn`` run writes (plus one matrix per further metric).
-NXN_FILES = (NXN_MATRIX, "baselines.csv", "nxn_details.json")
+NXN_FILES = (NXN_MATRIX, "baselines.csv", "nxn_details.json", "evaluation_matrix.png")
 #: The files ``mu compare-ensembles`` writes.
 COMPARISON_FILES = ("comparison.csv", "comparison.json", "comparison.md")
 
@@ -74,7 +74,8 @@ def nxn_details(result: NxN, *, dataset: str, data: str | None, split: str, sour
 def write_nxn_report(output: Path, result: NxN, *, dataset: str, data: str | None, split: str,
                      sources: Sequence[str], targets: Sequence[str], wall_seconds: float,
                      replace: bool = False) -> pd.DataFrame:
-    """Write one matrix per metric, ``baselines.csv`` and ``nxn_details.json`` into ``output``
+    """Write one matrix per metric, ``baselines.csv``, ``nxn_details.json`` and the accuracy
+    heatmap ``evaluation_matrix.png`` into ``output``
     (made if missing; each file atomically, replacing one only with ``replace``). Returns the
     accuracy matrix (:func:`main_matrix`)."""
     output.mkdir(exist_ok=True)
@@ -85,6 +86,12 @@ def write_nxn_report(output: Path, result: NxN, *, dataset: str, data: str | Non
     write_json_atomically(output / "nxn_details.json", nxn_details(
         result, dataset=dataset, data=data, split=split, sources=sources, targets=targets, wall_seconds=wall_seconds,
     ), replace=replace)
+    from merginguriel_core.plots import heatmap
+
+    shown = matrix.copy()
+    shown.columns.name = "target"
+    heatmap(shown, output / "evaluation_matrix.png", f"Zero-shot accuracy on {dataset} {split} (rows: source model)",
+            value_format=".2f", label="accuracy", replace=replace)
     return matrix
 
 

@@ -201,6 +201,7 @@ def test_nxn_matrix_cache_and_rerun(runner, trained, sib_dir, tmp_path):
     assert list(matrix.index) == ["af-ZA", "de-DE", "nl-NL", "sw-KE"] and list(matrix.columns) == list(matrix.index)
     assert ((matrix >= 0) & (matrix <= 1)).all().all()
     assert (out / "evaluation_matrix_macro_f1.csv").is_file()
+    assert (out / "evaluation_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the heatmap
     details = json.loads((out / "nxn_details.json").read_text())
     assert details["cells"] == 16 and details["forward_passes"] == 16 and details["cache_hits"] == 0
     baselines = pd.read_csv(out / "baselines.csv", index_col="target")
