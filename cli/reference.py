@@ -8,7 +8,7 @@ from __future__ import annotations
 from typer.main import get_command
 
 BUILT_IN = ("merge", "ensemble", "compare-ensembles", "similarity", "train", "evaluate", "evaluate-encoder", "nxn",
-            "experiment validate", "experiment run", "plugins", "demo")
+            "experiment validate", "experiment run", "report", "plugins", "demo")
 HEADER = """# `mu` command reference
 
 Generated from the commands by `python -m merginguriel_cli.reference > docs/cli.md`

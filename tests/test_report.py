@@ -346,6 +346,14 @@ def test_a_damaged_cell_file_is_listed(results):
     assert report.comparison("merge-linear@average", "random")["left_out"] == 1
 
 
+def test_without_experiment_json_the_cells_are_still_reported(results):
+    (results / "experiment.json").unlink()
+    report = write_report(results, bootstrap=100)
+    assert report.missing == [] and report.cells["done"] == 75
+    assert f"{results} has no experiment.json: the missing cells cannot be listed" in report.notes
+    assert report.comparison("merge-linear@uriel", "english")["mean_gain"] == pytest.approx(0.05)
+
+
 def test_reference_selections_come_from_the_spec():
     assert reference_selections({}) == {"average": "average", "random": "random"}
     spec = {"selections": [{"name": "all", "weighting": "average", "sources": "all"},

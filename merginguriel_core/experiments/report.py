@@ -24,7 +24,6 @@ and the count of those left out is given. Nothing is replaced without ``overwrit
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -88,10 +87,6 @@ def parse_cell_key(key: str) -> Cell:
 def method_name(cell: Cell) -> str:
     """A merge's or vote's method as the report names it: ``merge-linear@uriel``."""
     return f"{cell.kind}-{cell.method}@{cell.selection}"
-
-
-def _cell_of(record: Mapping[str, Any]) -> Cell:
-    return Cell(record["target"], record["kind"], record["method"], record.get("selection"), record.get("draw"))
 
 
 @dataclass
@@ -229,6 +224,7 @@ def _rows(found: _Results, metric: str, matrix: SimilarityMatrix | None
         if cell.kind in ("merge", "vote"):
             groups.setdefault((cell.target, method_name(cell)), []).append((cell, found.records.get(key)))
     planned_cells = set(found.expected)
+    with_nxn = {parse_cell_key(key).target for key in found.expected if "/nxn-" in key}
     references = reference_selections(found.spec)
     rows, planned = [], {}
     for (target, name), entries in groups.items():
@@ -257,7 +253,7 @@ def _rows(found: _Results, metric: str, matrix: SimilarityMatrix | None
         row |= {"best_source": _mean([b[0] for b in best]) if complete else None,
                 "best_source_model": " | ".join(b[1] for b in best) if complete else None}
         wanted = {b for b in BASELINES if f"{target}/baseline-{b}" in planned_cells}
-        if any(key.startswith(f"{target}/nxn-") for key in planned_cells):
+        if target in with_nxn:
             wanted.add("best_source")
         for reference in ("average", "random"):
             selection = references.get(reference)
@@ -280,20 +276,20 @@ def _rows(found: _Results, metric: str, matrix: SimilarityMatrix | None
 def _zero_shot(found: _Results, metric: str) -> dict[str, dict[str, float]]:
     """The N×N results: target -> model -> value (the cells that have one)."""
     values: dict[str, dict[str, float]] = {}
-    for record in found.records.values():
-        value = _metric_value(record, metric)
-        if record["kind"] == "nxn" and value is not None:
-            values.setdefault(record["target"], {})[record["method"]] = value
+    for key, record in found.records.items():
+        cell, value = parse_cell_key(key), _metric_value(record, metric)
+        if cell.kind == "nxn" and value is not None:
+            values.setdefault(cell.target, {})[cell.method] = value
     return values
 
 
 def _baselines(found: _Results, metric: str) -> dict[str, dict[str, tuple[float, str | None]]]:
     """The baseline cells' results: target -> baseline -> (value, the model it is)."""
     values: dict[str, dict[str, tuple[float, str | None]]] = {}
-    for record in found.records.values():
-        value = _metric_value(record, metric)
-        if record["kind"] == "baseline" and value is not None:
-            values.setdefault(record["target"], {})[record["method"]] = (value, record.get("model"))
+    for key, record in found.records.items():
+        cell, value = parse_cell_key(key), _metric_value(record, metric)
+        if cell.kind == "baseline" and value is not None:
+            values.setdefault(cell.target, {})[cell.method] = (value, record.get("model"))
     return values
 
 
