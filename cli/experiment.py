@@ -40,7 +40,7 @@ def run(
     spec: Spec,
     output: Annotated[Path, typer.Option("--output", "-o", help="The results folder (made if missing; a rerun resumes it).")],
     executor: Annotated[str, typer.Option("--executor", help="Where cells run: local (default) or ray (see `mu plugins`).")] = "local",
-    workers: Annotated[int, typer.Option("--workers", help="Tasks at once (local: worker processes; ray: tasks in flight).", min=1)] = 1,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Tasks at once (local: worker processes, default 1; ray: tasks in flight, default as many as the cluster takes).", min=1)] = None,
     address: Annotated[Optional[str], typer.Option("--address", help="With --executor ray: the cluster (auto joins a running one).")] = None,
     executor_param: Annotated[Optional[list[str]], typer.Option("--executor-param", help="Executor parameter KEY=VALUE (repeatable).")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Compute again the cells that failed before.")] = False,

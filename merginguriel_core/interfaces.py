@@ -225,9 +225,10 @@ class MergeStrategy(ABC):
     #: Whether, when all inputs agree exactly on a tensor (every source, and the base where
     #: the strategy is given one and it has the tensor), the merge of that tensor is that
     #: tensor. The engine then copies it instead of merging it (frozen embeddings are most
-    #: of a fine-tuned classifier); ``False`` for a strategy that adds noise to, rescales or
-    #: shrinks agreed values.
-    keeps_agreement: ClassVar[bool] = True
+    #: of a fine-tuned classifier). Off unless a strategy says so: a strategy that adds noise
+    #: to, rescales or shrinks agreed values must not be short-cut (every built-in but
+    #: regmean sets it).
+    keeps_agreement: ClassVar[bool] = False
 
     def options_read(self) -> frozenset[str]:
         """The :data:`STRATEGY_OPTIONS` this strategy reads; ``mu merge`` refuses the others
@@ -332,10 +333,12 @@ class Executor(ABC):
     params: ClassVar[tuple[Param, ...]] = ()
 
     @abstractmethod
-    def map(self, function: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int,
-            params: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
+    def map(self, function: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int | None,
+            params: Mapping[str, Any], env: Mapping[str, str]) -> Iterator[tuple[int, Any]]:
         """Call ``function(task)`` for every task; yield ``(index, result)`` as each finishes,
         in any order, where ``result`` is the return value or the exception it raised (one
         task's failure never stops the others). ``function`` and the tasks are picklable;
-        ``workers`` is how many run at once (an executor may treat it as a hint);
-        ``params`` are this executor's resolved params."""
+        ``workers`` is how many run at once (``None``: the executor's own choice);
+        ``params`` are this executor's resolved params; ``env`` are environment variables the
+        tasks need (the spec's ``$VARS``): an executor whose workers do not inherit this
+        process's environment passes them on."""

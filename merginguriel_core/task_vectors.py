@@ -67,6 +67,7 @@ class TaskVectorStrategy(MergeStrategy):
     ``"della"`` (MagPrune sampling); ``consensus``: TIES' sign election and disjoint mean
     instead of the weighted sum. ``params`` are the member's own; ``scaling`` is added.
     """
+    keeps_agreement = True  # agreed inputs merge to themselves
 
     needs_base = True
 

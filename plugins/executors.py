@@ -28,8 +28,9 @@ class LocalExecutor(Executor):
     name = "local"
     description = "This machine: tasks in this process (--workers 1), or in N worker processes."
 
-    def map(self, function: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int,
-            params: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
+    def map(self, function: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int | None,
+            params: Mapping[str, Any], env: Mapping[str, str] = {}) -> Iterator[tuple[int, Any]]:
+        workers = workers or 1  # worker processes inherit this environment
         if workers <= 1 or len(tasks) <= 1:
             for index, task in enumerate(tasks):
                 try:
@@ -64,19 +65,23 @@ class RayExecutor(Executor):
     params = (
         Param("address", str, "", "the cluster to join: auto, ray://HOST:PORT, or empty for a local Ray"),
         Param("cpus_per_task", float, 1.0, "CPUs Ray reserves for each task", minimum=0.0, min_inclusive=False),
+        Param("gpus_per_task", float, 0.0, "GPUs Ray gives each task (0: the tasks run on CPUs; Ray hides the GPUs)",
+              minimum=0.0),
     )
 
-    def map(self, function: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int,
-            params: Mapping[str, Any]) -> Iterator[tuple[int, Any]]:
+    def map(self, function: Callable[[Any], Any], tasks: Sequence[Any], *, workers: int | None,
+            params: Mapping[str, Any], env: Mapping[str, str] = {}) -> Iterator[tuple[int, Any]]:
         try:
             import ray
         except ImportError:
             raise ConfigError('--executor ray needs Ray: pip install -e ".[ray]" (or pip install "ray[default]")') from None
         if not ray.is_initialized():
-            ray.init(address=params.get("address") or None, ignore_reinit_error=True, log_to_driver=False)
-        remote = ray.remote(num_cpus=params.get("cpus_per_task", 1.0))(_call)
+            ray.init(address=params.get("address") or None, ignore_reinit_error=True, log_to_driver=False,
+                     runtime_env={"env_vars": dict(env)} if env else None)
+        remote = ray.remote(num_cpus=params.get("cpus_per_task", 1.0), num_gpus=params.get("gpus_per_task", 0.0),
+                            runtime_env={"env_vars": dict(env)} if env else None)(_call)
         shared = ray.put(function)
-        limit = max(1, workers) if workers > 1 else len(tasks)  # --workers caps the tasks in flight
+        limit = workers or len(tasks)  # --workers caps the tasks in flight; none: as many as Ray takes
         pending: dict[Any, int] = {}
         queue = list(enumerate(tasks))
         while queue or pending:

@@ -27,6 +27,7 @@ EPSILON = Param("epsilon", float, 1e-8, "added to every importance (entries no m
 
 
 class FisherStrategy(MergeStrategy):
+    keeps_agreement = True  # agreed inputs merge to themselves
     name = "fisher"
     description = "Fisher merging: parameters weighted by each model's diagonal empirical Fisher (from labelled data)."
     reference = "https://arxiv.org/abs/2111.09832"
@@ -52,6 +53,7 @@ class FisherStrategy(MergeStrategy):
 
 
 class FisherSimpleStrategy(MergeStrategy):
+    keeps_agreement = True  # agreed inputs merge to themselves
     name = "fisher_simple"
     description = "Importance-weighted average with |θ|^power as the importance (a data-free Fisher proxy)."
     reference = "https://arxiv.org/abs/2111.09832"

@@ -15,6 +15,7 @@ else:
 
 
 class LinearStrategy(MergeStrategy):
+    keeps_agreement = True  # agreed inputs merge to themselves
     name = "linear"
     description = "Weighted average of the source parameters: θ = Σ wᵢ θᵢ (weights sum to 1)."
     reference = "https://arxiv.org/abs/2203.05482"

@@ -17,6 +17,7 @@ else:
 
 
 class ModelStockStrategy(MergeStrategy):
+    keeps_agreement = True  # agreed inputs merge to themselves
     name = "model_stock"
     description = (
         "Model Stock: t·(Σ wᵢθᵢ) + (1−t)·θ_base, t = K·cosθ/(1+(K−1)·cosθ) from the (weighted) mean "

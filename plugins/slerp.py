@@ -35,6 +35,7 @@ else:
 
 
 class SlerpStrategy(MergeStrategy):
+    keeps_agreement = True  # agreed inputs merge to themselves
     name = "slerp"
     description = (
         "mergekit's SLERP of two models: the raw tensors interpolated at t (default: the second model's weight) "
@@ -68,6 +69,7 @@ class SlerpStrategy(MergeStrategy):
 
 
 class KarcherStrategy(MergeStrategy):
+    keeps_agreement = True  # agreed inputs merge to themselves
     name = "karcher"
     description = (
         "Spherical mean: the weighted Karcher mean of the directions on the sphere (SLERP of the directions for two "

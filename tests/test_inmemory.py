@@ -114,6 +114,9 @@ def test_keep_writes_what_run_merge_writes(registry, zoo_dir, tmp_path):
 def test_builtin_strategies_keep_agreement_except_regmean(registry):
     kept = {name: registry.get("strategy", name).keeps_agreement for name in registry.names("strategy")}
     assert {name for name, keeps in kept.items() if not keeps} == {"regmean"}
+    from merginguriel_core.interfaces import MergeStrategy
+
+    assert MergeStrategy.keeps_agreement is False  # a third-party strategy is short-cut only if it says so
 
 
 @pytest.mark.parametrize("strategy", [*EXACT, "fisher_simple"])

@@ -391,3 +391,16 @@ def test_cli_writes_the_report_and_exits_1_on_a_refusal(results, tmp_path):
     bad = runner.invoke(app, ["report", str(results), "--metric", "bleu"])
     assert bad.exit_code == 1 and bad.stderr.startswith("Error: --metric 'bleu' is not in the results")
     assert runner.invoke(app, ["report"]).exit_code == 2  # RESULTS is required
+
+
+def test_a_significant_difference_takes_its_direction_from_the_ranks_not_the_mean():
+    from merginguriel_core.experiments.report import paired_comparison, sentence
+
+    # fifteen small losses and one large gain: the mean is positive, the ranks say worse
+    few_large = paired_comparison([-0.01 - 0.001 * i for i in range(15)] + [0.6], bootstrap=1000)
+    assert few_large["mean_gain"] > 0 and few_large["significant"] and few_large["direction"] == "unclear"
+    words = sentence("merge-linear@softmax", {**few_large, "against": "the English model", "left_out": 0})
+    assert "significant at 0.05 (direction unclear: the ranks and the mean gain disagree)" in words
+    clear = paired_comparison([0.02 + 0.001 * i for i in range(12)], bootstrap=1000)
+    assert clear["direction"] == "better" and clear["significant"]
+    assert paired_comparison([-0.03 - 0.001 * i for i in range(12)], bootstrap=1000)["direction"] == "worse"

@@ -105,31 +105,55 @@ def tasks_for(cells: Iterable[Cell]) -> tuple[list[Task], list[Task]]:
     return first, merges + [Task("target", tuple(group)) for group in per_target.values()]
 
 
-def definition(spec: ExperimentSpec, cell: Cell, models: Iterable[str]) -> dict[str, Any]:
-    """What decides a cell's numbers: its method, selection, data and the models available.
-    Its hash (:func:`definition_hash`) says whether a stored result still answers the spec."""
-    data = spec.data
-    common = {"cell": cell.key, "data": {"dataset": data.dataset, "split": data.split,
-                                         "evaluators": list(data.evaluators), "max_length": data.max_length},
-              "models": {"pattern": spec.models.pattern, "available": sorted(models)},
-              "leave_target_out": spec.leave_target_out}
+def definition(context: "Context", cell: Cell) -> dict[str, Any]:
+    """What decides a cell's numbers, and nothing else; its hash (:func:`definition_hash`) says
+    whether a stored result still answers the spec.
+
+    Every cell: the target's evaluation examples (their content, not where they lie), the
+    evaluators and the token limit. N×N cells: the model's locale. Merges and votes: the
+    method and its params, the selection with its options and draw, the seed and the models
+    the selection chooses from; merges also the base model's name and the statistics split.
+    ``closest`` and ``oracle``: the models they choose among. Not the models' weights: a
+    retrained model counts as the same model (use a new results folder after retraining
+    with other settings)."""
+    spec, data = context.spec, context.spec.data
+    common: dict[str, Any] = {"cell": cell.key, "data": {"dataset": data.dataset, "split": data.split,
+                                                         "examples": context.data_fingerprint(cell.target),
+                                                         "evaluators": list(data.evaluators),
+                                                         "max_length": data.max_length}}
     if cell.kind in ("merge", "vote"):
         method = _method(spec, cell)
         selection = spec.selection_named(cell.selection)
-        common |= {"plugin": method.plugin, "params": dict(method.params),
+        options = {**spec.selection, **selection.options}
+        if "similarity_matrix" in options:
+            options["similarity_matrix"] = _file_digest(options["similarity_matrix"])
+        common |= {"plugin": method.plugin, "params": dict(method.params), "seed": spec.seed,
                    "selection": {"weighting": selection.weighting, "params": dict(selection.params),
-                                 "options": {**spec.selection, **selection.options}, "sources": selection.sources,
-                                 "draw": cell.draw}, "seed": spec.seed}
+                                 "options": options, "sources": selection.sources, "draw": cell.draw},
+                   "candidates": context.candidates(cell.target)}
         if cell.kind == "merge":
             common["data"] |= {"statistics_split": data.statistics_split}
             common["base"] = spec.models.base.name if spec.models.base is not None else None
-    elif cell.kind == "baseline" and cell.method == "closest":
-        common["selection"] = {"features": spec.selection.get("features", "syntax_knn")}
+    elif cell.kind == "baseline" and cell.method in ("closest", "oracle"):
+        common["candidates"] = context.candidates(cell.target)
+        if cell.method == "closest":
+            matrix = spec.selection.get("similarity_matrix")
+            common["similarity"] = {"features": spec.selection.get("features", "syntax_knn"),
+                                    "matrix": _file_digest(matrix) if matrix is not None else None}
     return json.loads(json.dumps(common, default=str))
 
 
-def definition_hash(spec: ExperimentSpec, cell: Cell, models: Iterable[str]) -> str:
-    text = json.dumps(definition(spec, cell, models), sort_keys=True)
+def _file_digest(path: Any) -> str:
+    import hashlib as _hashlib
+
+    try:
+        return "sha256:" + _hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+
+
+def definition_hash(context: "Context", cell: Cell) -> str:
+    text = json.dumps(definition(context, cell), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -149,6 +173,7 @@ class Context:
     models: dict[str, Path]
     keep_models: bool = False
     _examples: dict[str, Any] = field(default_factory=dict, repr=False)
+    _fingerprints: dict[str, str] = field(default_factory=dict, repr=False)
     _predictor: Any = field(default=None, repr=False)
     _label_space: list[str] | None = field(default=None, repr=False)
 
@@ -178,6 +203,17 @@ class Context:
 
             self._label_space = label_space_for(self.dataset, self.location, self.models.values())
         return self._label_space
+
+    def data_fingerprint(self, target: str) -> str:
+        """A hash of the target's evaluation examples (or why they cannot be read)."""
+        if target not in self._fingerprints:
+            from merginguriel_core.evaluation import examples_fingerprint
+
+            try:
+                self._fingerprints[target] = examples_fingerprint(self.examples(target))
+            except MergingUrielError as exc:
+                self._fingerprints[target] = f"unavailable: {first_line(exc)}"
+        return self._fingerprints[target]
 
     def examples(self, target: str):
         """The target's evaluation split (read once per process)."""
@@ -214,6 +250,8 @@ class Context:
         candidates = self.candidates(cell.target)
         options = SelectionOptions(**{**self.spec.selection, **chosen.options})
         params = dict(chosen.params) | ({"draw": cell.draw} if cell.draw is not None else {})
+        if chosen.weighting == "random":
+            params["seed"] = self.spec.seed  # the spec's seed decides the draws
         weighting = self.registry.get("weighting", chosen.weighting)
         if chosen.sources == "all":
             return select_sources(weighting, options, available=candidates, target=None,
@@ -257,6 +295,7 @@ def run_merge_cell(context: Context, cell: Cell) -> dict[str, Any]:
     plan = plan_merge(None, strategy=strategy, selection=selection, models=dict(context.models), params=method.params,
                       base_model=context.spec.models.base if strategy.needs_base else None, data=data,
                       device=context.spec.device, seed=context.spec.seed, progress=False, registry=context.registry,
+                      overwrite=True,  # the cell owns its --keep-models folder: a retry replaces what a kill left
                       given=strategy.options_read())  # the grid sets exactly what the strategy reads
     keep = context.results / "models" / cell.target / cell.id if context.keep_models else None
     from merginguriel_core.inmemory import merge_and_evaluate
@@ -311,13 +350,16 @@ def run_baseline_cell(context: Context, cell: Cell, zero_shot: dict[str, dict[st
     else:  # oracle
         if not candidates:
             return skipped(cell, "no source model was evaluated on the target", started)
-        model = max(candidates, key=lambda m: (zero_shot[m]["metrics"]["accuracy"], m))
-        why = "the best source model on the target's own test data (an oracle choice)"
+        metric = "accuracy" if "accuracy" in zero_shot[candidates[0]]["metrics"] else next(
+            iter(zero_shot[candidates[0]]["metrics"]))
+        model = max(candidates, key=lambda m: (zero_shot[m]["metrics"][metric], m))
+        why = f"the best source model by {metric} on the target's own test data (an oracle choice)"
     if model not in zero_shot:
         raise ConfigError(f"the N×N cell of {model} on {target} did not finish; see its results")
     found = zero_shot[model]
     return {"cell": cell, "status": "done", "model": model, "why": why, "metrics": dict(found["metrics"]),
-            "examples": found.get("examples"), "timings": {"total": time.perf_counter() - started}}
+            "examples": found.get("examples"), "compared": sorted(candidates),
+            "timings": {"total": time.perf_counter() - started}}
 
 
 def _closest(context: Context, target: str, candidates: list[str]) -> tuple[str, float]:

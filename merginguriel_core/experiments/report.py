@@ -317,7 +317,7 @@ def paired_comparison(differences: Iterable[float], *, bootstrap: int = 10000, s
     ties = np.abs(d) < TIE
     result = {"n": n, "mean_gain": float(d.mean()) if n else math.nan, "ci_low": math.nan, "ci_high": math.nan,
               "wins": int((~ties & (d > 0)).sum()), "ties": int(ties.sum()), "losses": int((~ties & (d < 0)).sum()),
-              "statistic": math.nan, "p": math.nan, "significant": None, "note": None}
+              "statistic": math.nan, "p": math.nan, "significant": None, "direction": None, "note": None}
     if n < 2:
         result["note"] = "no target has both results" if n == 0 else "only 1 target has both results: no interval, no test"
         return result
@@ -337,10 +337,27 @@ def paired_comparison(differences: Iterable[float], *, bootstrap: int = 10000, s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         test = wilcoxon(cleaned, alternative="two-sided")
-    result |= {"statistic": float(test.statistic), "p": float(test.pvalue), "significant": bool(test.pvalue < ALPHA)}
+    result |= {"statistic": float(test.statistic), "p": float(test.pvalue), "significant": bool(test.pvalue < ALPHA),
+               "direction": _direction(cleaned)}
     if ties.any():
         result["note"] = f"{int(ties.sum())} tied targets left out of the Wilcoxon test"
     return result
+
+
+def _direction(differences: np.ndarray) -> str:
+    """Which way the Wilcoxon test points: ``better`` when the positive differences carry the
+    larger rank sum, ``worse`` when the negative ones do; ``unclear`` when the mean gain points
+    the other way (a few large gains against many small losses)."""
+    from scipy.stats import rankdata
+
+    kept = differences[differences != 0]
+    ranks = rankdata(np.abs(kept))
+    plus, minus = ranks[kept > 0].sum(), ranks[kept < 0].sum()
+    if plus == minus:
+        return "unclear"
+    by_ranks = "better" if plus > minus else "worse"
+    by_mean = "better" if differences.mean() > 0 else "worse"
+    return by_ranks if by_ranks == by_mean else "unclear"
 
 
 def _summary(rows: list[dict[str, Any]], planned: Mapping[str, set[str]], references: Mapping[str, str],
@@ -388,7 +405,9 @@ def sentence(method: str, comparison: Mapping[str, Any]) -> str:
         if c["significant"] is None:
             text += f"; no Wilcoxon test ({c['note']})"
         elif c["significant"]:
-            text += f", Wilcoxon {_p(c['p'])}: significant at {ALPHA} ({'better' if c['mean_gain'] > 0 else 'worse'})"
+            way = {"better": "better", "worse": "worse"}.get(c["direction"],
+                                                            "direction unclear: the ranks and the mean gain disagree")
+            text += f", Wilcoxon {_p(c['p'])}: significant at {ALPHA} ({way})"
         else:
             text += f", Wilcoxon {_p(c['p'])}: not significant at {ALPHA}"
     if c["left_out"]:
@@ -416,10 +435,12 @@ def headlines(summary: list[dict[str, Any]], references: Mapping[str, str], urie
                    if wanted(e) and comparison in e["comparisons"] and e["comparisons"][comparison]["n"] > 0]
         if not answers:
             continue
-        better = sum(1 for _, c in answers if c["significant"] and c["mean_gain"] > 0)
-        worse = sum(1 for _, c in answers if c["significant"] and c["mean_gain"] <= 0)
-        verdict = (f"significantly better in {better} of {len(answers)} comparisons, significantly worse in {worse}, "
-                   f"not significant (or not tested) in {len(answers) - better - worse}")
+        better = sum(1 for _, c in answers if c["significant"] and c["direction"] == "better")
+        worse = sum(1 for _, c in answers if c["significant"] and c["direction"] == "worse")
+        unclear = sum(1 for _, c in answers if c["significant"] and c["direction"] == "unclear")
+        verdict = (f"significantly better in {better} of {len(answers)} comparisons, significantly worse in {worse}"
+                   + (f", significant with an unclear direction in {unclear}" if unclear else "")
+                   + f", not significant (or not tested) in {len(answers) - better - worse - unclear}")
         questions.append({"question": question, "verdict": verdict,
                           "answers": [{"method": m, "against": c["against"], "sentence": sentence(m, c)}
                                       for m, c in answers]})

@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Mapping
 
-from merginguriel_core.errors import ConfigError
+from merginguriel_core.errors import ConfigError, first_line
 from merginguriel_core.experiments import grid
 from merginguriel_core.experiments.grid import Cell, Context, Task
 from merginguriel_core.experiments.results import (
@@ -41,12 +41,15 @@ class RunSummary:
     computed: int = 0
     failed: int = 0
     skipped: int = 0
+    #: Cells of tasks that never reported (a worker died): left without a result.
+    lost: int = 0
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
 
     def line(self) -> str:
+        lost = f", {self.lost} lost (rerun to compute them)" if self.lost else ""
         return (f"{self.cells} cells: {self.reused} already done, {self.computed} computed "
-                f"({self.failed} failed, {self.skipped} without an answer) in {self.seconds:.0f} s; results in "
+                f"({self.failed} failed, {self.skipped} without an answer){lost} in {self.seconds:.0f} s; results in "
                 f"{self.results}")
 
 
@@ -78,15 +81,27 @@ def plan_cells(spec: ExperimentSpec, context: Context, *, retry_failed: bool = F
     """``(every cell, the ones to compute, definition hash by cell key)``."""
     targets = resolve_targets(spec, context)
     cells = grid.expand(spec, targets, context.models)
-    hashes = {cell.key: grid.definition_hash(spec, cell, context.models) for cell in cells}
+    hashes = {cell.key: grid.definition_hash(context, cell) for cell in cells}
     todo = []
-    for cell in cells:
+    nxn_done: dict[str, set[str]] = {}  # target -> models whose N×N cell is done and stays
+    nxn_todo: set[str] = set()  # targets with an N×N cell to compute
+    for cell in cells:  # a target's N×N cells come before its baselines (expand's order)
         path = cell_file(context.results, cell.target, cell.id)
         record, damaged = read_cell(path)
         if damaged:
             note(f"{path} is damaged ({damaged}); recomputing {cell.key}")
-        if (record is None or record.get("definition_hash") != hashes[cell.key]
-                or (retry_failed and record.get("status") == "failed")):
+        stale = (record is None or record.get("definition_hash") != hashes[cell.key]
+                 or (retry_failed and record.get("status") == "failed"))
+        if cell.kind == "nxn":
+            if stale:
+                nxn_todo.add(cell.target)
+            elif record.get("status") == "done":
+                nxn_done.setdefault(cell.target, set()).add(cell.method)
+        elif cell.kind == "baseline" and not stale and cell.method in ("closest", "oracle"):
+            # chosen among the N×N cells that were done then: recompute when that set changes
+            stale = cell.target in nxn_todo or set(record.get("compared", ())) != (
+                set(context.candidates(cell.target)) & nxn_done.get(cell.target, set()))
+        if stale:
             todo.append(cell)
     return cells, todo, hashes
 
@@ -98,7 +113,10 @@ _CONTEXTS: dict[tuple[str, str], Context] = {}
 def _context_for(results: str) -> tuple[Context, dict[str, Any]]:
     """The run's context in this process (built once, from ``experiment.json``)."""
     experiment = read_experiment(Path(results)) or {}
-    key = (results, experiment.get("digest", ""))
+    if "spec_file" not in experiment or "digest" not in experiment:
+        raise ConfigError(f"{Path(results) / EXPERIMENT_FILE} is missing or damaged on this worker; the results folder "
+                          "must be on a file system every worker sees at the same path")
+    key = (results, experiment["digest"])
     if key not in _CONTEXTS:
         spec = load_spec(experiment["spec_file"])
         if spec.digest() != experiment["digest"]:
@@ -120,8 +138,8 @@ def _write(context: Context, experiment: Mapping[str, Any], outcome: dict[str, A
     cell = outcome.pop("cell")
     record = {"spec": experiment["digest"], "cell": cell.key, "target": cell.target, "kind": cell.kind,
               "method": cell.method, "selection": cell.selection, "draw": cell.draw,
-              "definition_hash": grid.definition_hash(context.spec, cell, context.models),
-              "definition": grid.definition(context.spec, cell, context.models), **outcome}
+              "definition_hash": grid.definition_hash(context, cell),
+              "definition": grid.definition(context, cell), **outcome}
     write_cell(cell_file(context.results, cell.target, cell.id), record)
     return {"cell": cell.key, "status": outcome["status"], "error": outcome.get("error")}
 
@@ -169,7 +187,7 @@ def _zero_shot(context: Context, target: str) -> dict[str, dict[str, Any]]:
 
 # ----------------------------------------------------------------------- the runner side
 def run_experiment(spec: ExperimentSpec | str | Path, results: str | Path, *, executor: Any = "local",
-                   workers: int = 1, executor_params: Mapping[str, Any] | None = None, retry_failed: bool = False,
+                   workers: int | None = None, executor_params: Mapping[str, Any] | None = None, retry_failed: bool = False,
                    force: bool = False, keep_models: bool = False, progress: bool = True,
                    registry: Any = None) -> RunSummary:
     """Run every cell of ``spec`` that has no valid result in ``results``; see the module docstring."""
@@ -184,11 +202,11 @@ def run_experiment(spec: ExperimentSpec | str | Path, results: str | Path, *, ex
         spec = load_spec(spec, registry)
     if spec.source is None:
         raise ConfigError("run_experiment needs a spec read from a file (load_spec), so that workers can read it")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     runner = resolve_plugin("executor", executor, registry)
     params = resolve_params(runner.params, executor_params or {}, f"executor {runner.name!r}")
-    results = Path(results)
+    results = Path(results).resolve()  # workers (other processes, other nodes) read it by this path
     with OutputLock(results):
         started = time.perf_counter()
         experiment = _claim(results, spec, force, keep_models)
@@ -206,7 +224,8 @@ def run_experiment(spec: ExperimentSpec | str | Path, results: str | Path, *, ex
         _CONTEXTS[(str(results), experiment["digest"])] = context  # in-process tasks reuse it
         with tqdm(total=len(todo), desc=spec.name, unit="cell", disable=not progress, file=sys.stderr) as bar:
             for phase in (first, then):
-                _run_phase(runner, phase, str(results), workers, params, bar, summary)
+                _run_phase(runner, phase, str(results), workers, params, bar, summary,
+                           _task_environment(Path(spec.source).read_text(encoding="utf-8")))
         summary.seconds = time.perf_counter() - started
         run |= {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(summary.seconds, 1),
                 "computed": summary.computed, "failed": summary.failed}
@@ -233,14 +252,30 @@ def _claim(results: Path, spec: ExperimentSpec, force: bool, keep_models: bool) 
             "spec": spec.describe(), "keep_models": keep_models, "runs": runs}
 
 
-def _run_phase(runner, tasks: list[Task], results: str, workers: int, params: Mapping[str, Any], bar,
-               summary: RunSummary) -> None:
+def _task_environment(spec_text: str) -> dict[str, str]:
+    """The environment the tasks need wherever they run: the variables the spec names
+    (``$MU_WORK``) and MergingUriel's own (``MERGINGURIEL_PLUGINS``, ...)."""
+    import re
+
+    named = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", spec_text))
+    return {k: v for k, v in os.environ.items() if k in named or k.startswith("MERGINGURIEL_")}
+
+
+def _run_phase(runner, tasks: list[Task], results: str, workers: int | None, params: Mapping[str, Any], bar,
+               summary: RunSummary, env: Mapping[str, str]) -> None:
     if not tasks:
         return
-    for index, outcome in runner.map(partial(run_task, results), tasks, workers=workers, params=params):
+    for index, outcome in runner.map(partial(run_task, results), tasks, workers=workers, params=params,
+                                     env=env):
         task = tasks[index]
-        if isinstance(outcome, BaseException):  # the task itself broke: record it in each of its cells
-            outcome = _record_failure(results, task, outcome)
+        if isinstance(outcome, BaseException):
+            # Not a cell's failure (those are recorded by the task): the worker died or the
+            # executor lost the task. Its cells stay without a result, so a rerun computes them.
+            summary.lost += len(task.cells)
+            summary.failures.append(f"{task.label}: lost ({type(outcome).__name__}: {first_line(outcome)}); "
+                                    "rerun to compute it")
+            bar.update(len(task.cells))
+            continue
         for cell in outcome:
             summary.computed += 1
             if cell["status"] == "failed":
@@ -250,9 +285,3 @@ def _run_phase(runner, tasks: list[Task], results: str, workers: int, params: Ma
                 summary.skipped += 1
         bar.update(len(task.cells))
         bar.set_postfix_str(f"{summary.computed - summary.failed} done, {summary.failed} failed · {task.label}")
-
-
-def _record_failure(results: str, task: Task, error: BaseException) -> list[dict[str, Any]]:
-    """The task broke outside its cells (a worker died, Ray lost it): each cell records the error."""
-    context, experiment = _context_for(results)
-    return [_write(context, experiment, grid.failed(cell, error, time.perf_counter())) for cell in task.cells]

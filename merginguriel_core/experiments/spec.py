@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -40,6 +41,8 @@ TARGET_SETS = ("all_with_test_data", "all_with_model")
 BASELINES = ("own", "english", "closest", "oracle")
 #: Shared selection options a selection (or the spec's ``selection``) may set.
 SELECTION_KEYS = ("top_k", "sinkhorn_iters", "num_languages", "features", "similarity_matrix")
+#: What a selection's name or a method's label may hold: they become parts of cell names and folders.
+NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 TOP_KEYS = ("name", "models", "data", "targets", "leave_target_out", "selection", "selections", "strategies",
             "voting", "baselines", "seed", "device", "description")
 
@@ -377,11 +380,16 @@ def _selections(check: _Checker, value: Any, registry: Any, root: Path) -> list[
             draws = 1
         elif draws > 1 and weighting_name != "random":
             check.add(f"{place}.draws", f"only weighting 'random' draws; {weighting_name!r} gives one source set")
+        if sources == "all" and weighting_name != "average":
+            check.add(f"{place}.sources", f"all (every source, equal weights) goes with weighting average, not "
+                                          f"{weighting_name!r}")
         name = str(given.get("name") or ("all" if sources == "all" else weighting_name))
+        if not NAME.fullmatch(name):
+            check.add(f"{place}.name", f"{name!r} may hold only letters, digits and _ . + -")
         chosen.append(SelectionSpec(name, weighting_name, params, options, sources, draws))
     names = [s.name for s in chosen]
     for repeated in sorted({n for n in names if names.count(n) > 1}):
-        check.add("selections", f"two selections are named {repeated!r}; give one a name:")
+        check.add("selections", f"two selections are named {repeated!r}; give one of them its own name:")
     return chosen
 
 
@@ -403,7 +411,9 @@ def _params(check: _Checker, declared: tuple[Param, ...], given: Any, place: str
         try:
             values[name] = param.parse(raw, owner)
         except ConfigError as exc:
-            if "out of range" in str(exc):
+            if "out of range" in str(exc) and param.choices is not None:
+                check.add(f"{place}.{name}", f"{raw!r} is not allowed; allowed: {param.range_text()}")
+            elif "out of range" in str(exc):
                 check.add(f"{place}.{name}", f"{raw!r} is outside {param.range_text()}")
             else:
                 check.add(f"{place}.{name}", f"{raw!r} is not a valid {param.type.__name__}")
@@ -438,13 +448,19 @@ def _methods(check: _Checker, value: Any, place: str, kind: str, registry: Any, 
         wanted = given.get("selections", selections)
         if isinstance(wanted, str):
             wanted = [wanted]
+        if not isinstance(wanted, list) or not wanted or not all(isinstance(w, str) for w in wanted):
+            check.add(f"{here}.selections", f"must be a non-empty list of selection names, not {wanted!r}")
+            wanted = []
+        label = str(given.get("label", name))
+        if not NAME.fullmatch(label):
+            check.add(f"{here}.label", f"{label!r} may hold only letters, digits and _ . + -")
         for unknown in [s for s in wanted if s not in selections]:
             check.add(f"{here}.selections", f"no selection named {unknown!r}; the selections are {', '.join(selections)}")
-        methods.append(MethodSpec(kind, str(given.get("label", name)), name, params,
+        methods.append(MethodSpec(kind, label, name, params,
                                   tuple(s for s in wanted if s in selections)))
     labels = [m.label for m in methods]
     for repeated in sorted({label for label in labels if labels.count(label) > 1}):
-        check.add(place, f"two entries are labelled {repeated!r}; give each a distinct label:")
+        check.add(place, f"two entries are labelled {repeated!r}; give each its own label:")
     return methods
 
 
@@ -459,4 +475,6 @@ def _baselines(check: _Checker, value: Any) -> tuple[str, ...]:
     for index, name in enumerate(value):
         if name not in BASELINES:
             check.add(f"baselines[{index}]", f"unknown baseline {name!r}; allowed: {', '.join(BASELINES)}")
-    return tuple(name for name in value if name in BASELINES)
+        elif value.index(name) != index:
+            check.add(f"baselines[{index}]", f"{name} is named twice")
+    return tuple(dict.fromkeys(name for name in value if name in BASELINES))
