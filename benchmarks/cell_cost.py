@@ -19,6 +19,12 @@ them see the same machine load; one untimed round first warms the page cache and
 Prints a Markdown table of median seconds, the ratio (c) / ((a) + (b)) (the target: within
 1.3), what (c) spent merging, building and predicting, the tensors taken as agreed and the
 time the agreement check spent on tensors that differ.
+
+With ``--nxn-targets``, also an N×N row (the grid's unit of zero-shot work) against its
+floor: (e) the first source's row over those targets as the grid computes it
+(``grid.run_nxn_row``: the model loaded once, each target's logits through the predictor,
+scored; no cache), against (f) the forward passes alone (the model already loaded, only
+``predict_logits`` per target). The target: (e) / (f) within 1.2.
 """
 
 from __future__ import annotations
@@ -120,6 +126,55 @@ def measure(args: argparse.Namespace, strategy: str, work: Path) -> dict:
     return found
 
 
+def measure_nxn(args: argparse.Namespace, work: Path) -> dict:
+    """Seconds of (e) an N×N row and (f) its forward passes alone, per repeat."""
+    import yaml
+
+    from merginguriel_core.evaluation import LogitsCache
+    from merginguriel_core.experiments import grid
+    from merginguriel_core.experiments.runner import build_context
+    from merginguriel_core.experiments.spec import load_spec
+    from merginguriel_core.statistics import load_classifier
+    from merginguriel_core.training import predict_logits
+
+    model = args.sources[0]
+    spec_file = work / "nxn-spec.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "models": {"folder": str(args.models), "pattern": args.pattern},
+        "data": {"dataset": "sib200", "data_dir": str(args.data_dir), "max_length": args.max_length,
+                 "batch_size": args.batch_size, "evaluators": ["accuracy"]},
+        "targets": args.nxn_targets, "selections": ["average"], "voting": ["majority"]}), encoding="utf-8")
+    context = build_context(load_spec(spec_file), work / "nxn-results")
+    task = grid.Task("nxn", tuple(grid.Cell(t, "nxn", model) for t in args.nxn_targets))
+    texts = {t: context.dataset.load(str(args.data_dir), t, "test").texts for t in args.nxn_targets}
+    found = {"e": [], "f": []}
+    for round_ in range(args.repeats + 1):
+        context._predictor = None  # a fresh predictor: the model is loaded again, once per row
+        context._examples.clear()
+        started = time.perf_counter()
+        context.predictor().cache = LogitsCache(None)
+        outcomes = grid.run_nxn_row(context, task)
+        row = time.perf_counter() - started
+        assert all(o["status"] == "done" for o in outcomes), outcomes
+        loaded, tokenizer = load_classifier(context.models[model], context.device)
+        started = time.perf_counter()
+        for target in args.nxn_targets:
+            predict_logits(loaded, tokenizer, texts[target], args.batch_size, args.max_length, context.device)
+        forward = time.perf_counter() - started
+        if round_:
+            found["e"].append(row)
+            found["f"].append(forward)
+        print(f"  N×N row: round {round_} done", file=sys.stderr)
+    return found
+
+
+def nxn_table(found: dict, targets: list[str]) -> str:
+    row, forward = statistics.median(found["e"]), statistics.median(found["f"])
+    return ("| N×N row | targets | (e) row s | (f) forward passes alone s | (e) / (f) | per cell s |\n"
+            "|---|---|---|---|---|---|\n"
+            f"| one model | {len(targets)} | {row:.2f} | {forward:.2f} | {row / forward:.2f} | {row / len(targets):.2f} |")
+
+
 def table(results: dict[str, dict]) -> str:
     lines = ["| strategy | (a) merge to disk s | (b) forward from disk s | (c) in-memory cell s "
              "| (d) (c) without shortcut s | (c) / ((a) + (b)) | (c): merge / load / forward s "
@@ -154,8 +209,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 steadies a busy machine")
     parser.add_argument("--zoo", action="store_true", help="build a tiny zoo and data instead of --models and --data-dir")
+    parser.add_argument("--nxn-targets", default="", help="also time an N×N row over these targets (comma-separated)")
+    parser.add_argument("--skip-cells", action="store_true", help="only the N×N row")
     args = parser.parse_args()
     args.sources = args.sources.split(",")
+    args.nxn_targets = [t for t in args.nxn_targets.split(",") if t]
     if args.threads:
         import torch
 
@@ -166,12 +224,16 @@ def main() -> None:
             args.models, args.base_model, args.data_dir = tiny_setup(work, args.target, args.sources, args.pattern)
         elif args.models is None:
             parser.error("give --models FOLDER (or --zoo)")
-        results = {strategy: measure(args, strategy, work) for strategy in args.strategies.split(",")}
+        results = {} if args.skip_cells else {s: measure(args, s, work) for s in args.strategies.split(",")}
+        nxn = measure_nxn(args, work) if args.nxn_targets else None
     threads = f", {args.threads} torch thread(s)" if args.threads else ""
     print(f"{os.cpu_count()} CPUs{threads}, load average {os.getloadavg()[0]:.2f} at the end; {len(args.sources)} sources "
           f"({', '.join(args.sources)}), target {args.target}, median of {args.repeats} repeats"
           f"{' (tiny zoo)' if args.zoo else ''}\n")
-    print(table(results))
+    if results:
+        print(table(results))
+    if nxn is not None:
+        print("\n" + nxn_table(nxn, args.nxn_targets))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ and scoring, so the same predictions). ``keep`` writes the merged model too.
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
@@ -81,18 +80,26 @@ def model_from_state_dict(folder: str | Path, state: Mapping[str, torch.Tensor],
 def tokenizer_for(folder: str | Path):
     """``folder``'s tokenizer, loaded once per process while its files are unchanged (a fast
     XLM-R tokenizer takes seconds to parse; a grid's merges share a handful of them)."""
+    import hashlib
+
     folder = Path(folder)
-    stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.glob("*token*")))
-    return _cached_tokenizer(str(folder.resolve()), stamp)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and ("token" in p.name or p.name.endswith(".model")
+                                                                   or p.name == "special_tokens_map.json"))
+    # by content: the sources of a grid fine-tuned from one base share one tokenizer
+    stamp = tuple((p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files)
+    if stamp not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        from merginguriel_core.statistics import load_pretrained
+
+        if len(_TOKENIZERS) >= 8:
+            _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+        _TOKENIZERS[stamp] = load_pretrained(AutoTokenizer, folder)
+    return _TOKENIZERS[stamp]
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_tokenizer(folder: str, stamp: tuple) -> Any:
-    from transformers import AutoTokenizer
-
-    from merginguriel_core.statistics import load_pretrained
-
-    return load_pretrained(AutoTokenizer, Path(folder))
+#: Tokenizers by the content of their files (at most 8).
+_TOKENIZERS: dict[tuple, Any] = {}
 
 
 def merge_and_evaluate(
