@@ -27,7 +27,7 @@ def validate(spec: Spec) -> None:
     from merginguriel_core.experiments.spec import load_spec
 
     checked = load_spec(spec, get_registry())
-    context = build_context(checked, Path("."), registry=get_registry())
+    context = build_context(checked, Path("."), registry=get_registry(), fetch=False)  # nothing is downloaded
     targets = resolve_targets(checked, context)
     cells = expand(checked, targets, context.models)
     kinds = Counter(cell.kind for cell in cells)

@@ -61,19 +61,23 @@ def resolve_targets(spec: ExperimentSpec, context: Context) -> list[str]:
     return list(spec.targets)
 
 
-def _models(spec: ExperimentSpec) -> dict[str, Path]:
+def _models(spec: ExperimentSpec, fetch: bool = True) -> dict[str, Path]:
+    """The spec's models by locale: local folders (hub ids fetched unless ``fetch`` is off)."""
     from merginguriel_core.models import collect_models, resolve_location
 
     refs = collect_models(spec.models.folder, spec.models.pattern, spec.models.registry)
-    return {locale: resolve_location(ref.location) for locale, ref in sorted(refs.items())}
+    return {locale: resolve_location(ref.location) if fetch else Path(ref.location)
+            for locale, ref in sorted(refs.items())}
 
 
-def build_context(spec: ExperimentSpec, results: Path, *, registry: Any = None, keep_models: bool = False) -> Context:
+def build_context(spec: ExperimentSpec, results: Path, *, registry: Any = None, keep_models: bool = False,
+                  fetch: bool = True) -> Context:
+    """What the cells read; ``fetch=False`` (``mu experiment validate``) leaves hub ids unfetched."""
     if registry is None:
         from merginguriel_core.plugins import load_plugins
 
         registry = load_plugins()
-    return Context(spec, Path(results), registry, _models(spec), keep_models)
+    return Context(spec, Path(results), registry, _models(spec, fetch), keep_models)
 
 
 def plan_cells(spec: ExperimentSpec, context: Context, *, retry_failed: bool = False
