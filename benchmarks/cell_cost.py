@@ -140,8 +140,8 @@ def measure_nxn(args: argparse.Namespace, work: Path) -> dict:
     model = args.sources[0]
     spec_file = work / "nxn-spec.yaml"
     spec_file.write_text(yaml.safe_dump({
-        "models": {"folder": str(args.models), "pattern": args.pattern},
-        "data": {"dataset": "sib200", "data_dir": str(args.data_dir), "max_length": args.max_length,
+        "models": {"folder": str(Path(args.models).resolve()), "pattern": args.pattern},
+        "data": {"dataset": "sib200", "data_dir": str(Path(args.data_dir).resolve()), "max_length": args.max_length,
                  "batch_size": args.batch_size, "evaluators": ["accuracy"]},
         "targets": args.nxn_targets, "selections": ["average"], "voting": ["majority"]}), encoding="utf-8")
     context = build_context(load_spec(spec_file), work / "nxn-results")
