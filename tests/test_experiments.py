@@ -288,3 +288,20 @@ def test_two_worker_processes_give_the_same_cells(tmp_path, finished, spec_file)
     assert sorted(got) == sorted(want)
     assert all(got[key].get("metrics") == record.get("metrics") for key, record in want.items())
     assert all(got[key]["definition_hash"] == record["definition_hash"] for key, record in want.items())
+
+
+def test_the_spec_shown_in_the_docs_is_valid_but_for_its_paths(tmp_path, registry):
+    """docs/experiments.md's example spec: every key and value is accepted; only the folders it
+    names (models, e5, the data) are absent here."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "experiments.md").read_text(encoding="utf-8")
+    shown = re.search(r"## The spec\n\n```yaml\n(.*?)```", doc, flags=re.S).group(1)
+    path = tmp_path / "spec.yaml"
+    path.write_text(shown, encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_spec(path, registry)
+    problems = [line.strip().removeprefix("- ") for line in str(error.value).splitlines()[1:]]
+    assert problems == [f"models.folder: {tmp_path / 'models'} does not exist",
+                        f"models.base: {tmp_path / 'e5'} does not exist",
+                        f"data.data_dir: {tmp_path / '../shared/data/sib200'} does not exist"]

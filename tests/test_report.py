@@ -404,3 +404,18 @@ def test_a_significant_difference_takes_its_direction_from_the_ranks_not_the_mea
     clear = paired_comparison([0.02 + 0.001 * i for i in range(12)], bootstrap=1000)
     assert clear["direction"] == "better" and clear["significant"]
     assert paired_comparison([-0.03 - 0.001 * i for i in range(12)], bootstrap=1000)["direction"] == "worse"
+
+
+def test_the_python_snippet_of_the_docs_runs(results, monkeypatch):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "reports.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(results.parent)
+    namespace: dict = {}
+    exec(compile(blocks[0].replace('"RESULTS"', repr(results.name)), "docs/reports.md", "exec"), namespace)
+    found = namespace["report"].comparison("merge-linear@uriel", "english")
+    assert found["n"] >= 2 and {"mean_gain", "ci_low", "ci_high", "wins", "p"} <= set(found)
+    assert (results / "report" / "report.md").is_file()

@@ -144,10 +144,8 @@ def definition(context: "Context", cell: Cell) -> dict[str, Any]:
 
 
 def _file_digest(path: Any) -> str:
-    import hashlib as _hashlib
-
     try:
-        return "sha256:" + _hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
 
