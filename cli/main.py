@@ -93,9 +93,9 @@ def _options(
 
 
 def _add_commands() -> None:
-    from merginguriel_cli import demo, ensemble, evaluate, experiment, merge, nxn, plugins, report, similarity, train
+    from merginguriel_cli import demo, ensemble, evaluate, experiment, merge, nxn, plugins, report, similarity, train, train_iterative
 
-    for module in (merge, ensemble, similarity, train, evaluate, nxn, experiment, report, plugins, demo):
+    for module in (merge, ensemble, similarity, train, train_iterative, evaluate, nxn, experiment, report, plugins, demo):
         module.register(app)
     add_plugin_commands(get_registry(), app)
 

@@ -222,50 +222,112 @@ def _load_model(base_model: str, label_space: list[str], device: torch.device) -
 
 def _fit(model, tokenizer, splits: _Splits, config: TrainingConfig, device: torch.device, locale: str,
          progress: bool) -> tuple[int, list[float]]:
-    """The optimisation loop (AdamW, linear warm-up and decay, clipped gradients, a seeded
-    shuffle each epoch, batches grouped by length unless ``config.group_by_length`` is
-    off); returns the steps taken and the loss of each."""
-    from transformers import get_linear_schedule_with_warmup
+    """The optimisation loop of one run (see :class:`FineTuning`); returns the steps taken
+    and the loss of each."""
+    run = FineTuning(model, tokenizer, splits, config, device)
+    with tqdm(total=run.total_steps, desc=f"training {locale}", disable=not progress, leave=False) as bar:
+        while not run.finished:
+            run.epoch(bar)
+    return run.step, run.losses
 
-    train, train_labels = splits.train, splits.train_labels
-    max_length = token_limit(model, config.max_length)
-    if config.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, -(-len(train.texts) // config.batch_size))
-    total_steps = max(1, round(steps_per_epoch * config.epochs))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
-    generator = torch.Generator().manual_seed(config.seed)
 
-    encoded = tokenizer(list(train.texts), truncation=True, max_length=max_length)  # once, not every epoch
-    lengths = [len(ids) for ids in encoded["input_ids"]]
+class FineTuning:
+    """One model's optimisation, an epoch at a time: AdamW, linear warm-up and decay over
+    ``config.epochs`` passes, clipped gradients, a seeded shuffle each epoch, batches grouped
+    by length unless ``config.group_by_length`` is off.
 
-    def epoch() -> list[list[int]]:
-        if config.group_by_length:
-            return length_grouped_batches(lengths, config.batch_size, generator)
-        order = torch.randperm(len(lengths), generator=generator).tolist()
-        return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    ``mu train`` runs its epochs back to back; iterative training
+    (:mod:`merginguriel_core.iterative`) runs one epoch of each model in turn, merging
+    between them, and saves and restores the optimiser, the schedule and the shuffle with
+    :meth:`state`/:meth:`restore`, so that a resumed run continues exactly.
+    """
 
-    model.train()
-    step, losses = 0, []
-    with tqdm(total=total_steps, desc=f"training {locale}", disable=not progress, leave=False) as bar:
-        while step < total_steps:
-            for indices in epoch():
-                if step >= total_steps:
-                    break
-                batch = _padded(tokenizer, encoded, indices).to(device)
-                loss = torch.nn.functional.cross_entropy(model(**batch).logits, train_labels[indices].to(device))
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                step += 1
+    def __init__(self, model, tokenizer, splits: _Splits, config: TrainingConfig, device: torch.device):
+        from transformers import get_linear_schedule_with_warmup
+
+        self.model, self.tokenizer, self.splits, self.config, self.device = model, tokenizer, splits, config, device
+        if config.freeze_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.steps_per_epoch = max(1, -(-len(splits.train.texts) // config.batch_size))
+        self.total_steps = max(1, round(self.steps_per_epoch * config.epochs))
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(config.warmup_ratio * self.total_steps),
+                                                         self.total_steps)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        max_length = token_limit(model, config.max_length)
+        self.encoded = tokenizer(list(splits.train.texts), truncation=True, max_length=max_length)  # once
+        self.lengths = [len(ids) for ids in self.encoded["input_ids"]]
+        self.step, self.losses = 0, []
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total_steps
+
+    def _batches(self) -> list[list[int]]:
+        if self.config.group_by_length:
+            return length_grouped_batches(self.lengths, self.config.batch_size, self.generator)
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        return [order[i:i + self.config.batch_size] for i in range(0, len(order), self.config.batch_size)]
+
+    def epoch(self, bar=None) -> list[float]:
+        """One pass over the training split (cut short at the last step); its losses."""
+        model, labels, device = self.model, self.splits.train_labels, self.device
+        model.train()
+        losses = []
+        for indices in self._batches():
+            if self.finished:
+                break
+            batch = _padded(self.tokenizer, self.encoded, indices).to(device)
+            loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels[indices].to(device))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            self.step += 1
+            if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    return step, losses
+                bar.set_postfix(loss=f"{np.mean((self.losses + losses)[-20:]):.3f}")
+        self.losses += losses
+        return losses
+
+    def dev_accuracy(self, batch_size: int = 64) -> float:
+        """Accuracy on the dev split (the model is left in eval mode)."""
+        logits = predict_logits(self.model, self.tokenizer, self.splits.dev.texts, batch_size, self.config.max_length,
+                                self.device)
+        return float(np.mean(logits.argmax(-1) == self.splits.dev_labels.numpy())) if len(logits) else float("nan")
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, facts)``: the optimiser's moments and the shuffle's generator as tensors
+        (for a safetensors file), the step, losses, schedule and optimiser settings as JSON."""
+        optimizer = self.optimizer.state_dict()
+        tensors = {"generator": self.generator.get_state()}
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, values in optimizer["state"].items():
+            for name, value in values.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer.{index}.{name}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(index), {})[name] = value
+        facts = {"step": self.step, "losses": self.losses, "param_groups": optimizer["param_groups"],
+                 "optimizer_scalars": scalars, "scheduler": self.scheduler.state_dict()}
+        return tensors, facts
+
+    def restore(self, tensors: dict[str, torch.Tensor], facts: dict[str, Any]) -> None:
+        """Continue from what :meth:`state` returned."""
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value.to(self.device) if value.ndim else value
+        for index, values in facts.get("optimizer_scalars", {}).items():
+            state.setdefault(int(index), {}).update(values)
+        self.optimizer.load_state_dict({"state": state, "param_groups": facts["param_groups"]})
+        self.scheduler.load_state_dict(facts["scheduler"])
+        self.generator.set_state(tensors["generator"])
+        self.step, self.losses = int(facts["step"]), list(facts["losses"])
 
 
 def _save(model, tokenizer, details: dict[str, Any], folder: Path) -> None:

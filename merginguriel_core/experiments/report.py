@@ -50,7 +50,7 @@ PLOT_FILES = {"similarity": "similarity.png", "nxn": "nxn.png", "targets": "targ
 #: Every file a report writes: an existing one is replaced only with ``overwrite``.
 REPORT_FILES = (CSV_FILE, SUMMARY_FILE, JSON_FILE, MARKDOWN_FILE, *PLOT_FILES.values())
 #: What each method is compared with: the baseline cells, then the references the grid itself holds.
-COMPARISONS = (*BASELINES, "best_source", "average", "random")
+COMPARISONS = (*BASELINES, "best_source", "average", "random", "one_shot")
 #: The comparisons that are one model (the row names which).
 MODEL_COMPARISONS = (*BASELINES, "best_source")
 #: Weightings that weight sources by URIEL similarity (for the headline questions).
@@ -65,7 +65,8 @@ MIN_BOOTSTRAP = 100
 LISTED = 200
 
 _WORDS = {"own": "the target's own model", "english": "the English model", "closest": "the closest language's model",
-          "oracle": "the oracle model", "best_source": "the best of its own sources"}
+          "oracle": "the oracle model", "best_source": "the best of its own sources",
+          "one_shot": "a one-shot merge of the same sources"}
 
 
 # ------------------------------------------------------------------------ the results
@@ -78,7 +79,7 @@ def parse_cell_key(key: str) -> Cell:
         return Cell(target, kind, rest)
     label, _, chosen = rest.rpartition("@")
     selection, _, draw = chosen.partition("#")
-    if kind not in ("merge", "vote") or not (target and label and selection) or not (draw == "" or draw.isdigit()):
+    if kind not in ("merge", "vote", "iterative") or not (target and label and selection) or not (draw == "" or draw.isdigit()):
         raise ConfigError(f"{EXPERIMENT_FILE} lists the cell {key!r}, which is not TARGET/nxn-MODEL, "
                           "TARGET/baseline-NAME or TARGET/KIND-LABEL@SELECTION[#DRAW]")
     return Cell(target, kind, label, selection, int(draw) if draw else None)
@@ -221,7 +222,7 @@ def _rows(found: _Results, metric: str, matrix: SimilarityMatrix | None
     groups: dict[tuple[str, str], list[tuple[Cell, dict[str, Any] | None]]] = {}
     for key in found.expected:
         cell = parse_cell_key(key)
-        if cell.kind in ("merge", "vote"):
+        if cell.kind in ("merge", "vote", "iterative"):
             groups.setdefault((cell.target, method_name(cell)), []).append((cell, found.records.get(key)))
     planned_cells = set(found.expected)
     with_nxn = {parse_cell_key(key).target for key in found.expected if "/nxn-" in key}
@@ -263,6 +264,14 @@ def _rows(found: _Results, metric: str, matrix: SimilarityMatrix | None
                 wanted.add(reference)
                 value = _mean([v for v in (_metric_value(r, metric) for _, r in groups[other]) if v is not None])
             row[reference] = value
+        row["one_shot"] = None
+        if cell.kind == "iterative":  # the merge of separately fine-tuned models, same sources
+            compared = next((r["compare_with"] for _, r in entries if r and r.get("compare_with")),
+                            f"merge-{cell.method}@{cell.selection}")
+            if (target, compared) in groups:
+                wanted.add("one_shot")
+                row["one_shot"] = _mean([v for v in (_metric_value(r, metric) for _, r in groups[(target, compared)])
+                                         if v is not None])
         for comparison in COMPARISONS:
             row[f"gain_vs_{comparison}"] = (row[metric] - row[comparison]
                                             if row[metric] is not None and row[comparison] is not None else None)
@@ -428,6 +437,8 @@ def headlines(summary: list[dict[str, Any]], references: Mapping[str, str], urie
         ("Do URIEL's weights beat equal weights on the same sources?", "average", lambda e: e["selection"] in uriel),
         ("Does merging beat the English model?", "english", lambda e: e["kind"] == "merge"),
         ("Does voting beat the English model?", "english", lambda e: e["kind"] == "vote"),
+        ("Does iterative training beat a one-shot merge of the same sources?", "one_shot",
+         lambda e: e["kind"] == "iterative"),
     ]
     questions = []
     for question, comparison, wanted in asked:
