@@ -32,7 +32,8 @@ def validate(spec: Spec) -> None:
     cells = expand(checked, targets, context.models)
     kinds = Counter(cell.kind for cell in cells)
     typer.echo(f"{spec}: valid (digest {checked.digest()}); {len(context.models)} models, {len(targets)} targets, "
-               f"{len(cells)} cells: " + ", ".join(f"{kinds[k]} {k}" for k in ("nxn", "baseline", "merge", "vote")))
+               f"{len(cells)} cells: " + ", ".join(f"{kinds[k]} {k}" for k in ("nxn", "baseline", "merge", "vote", "iterative")
+                                                     if k != "iterative" or kinds[k]))
 
 
 @app.command("run")

@@ -89,6 +89,14 @@ class IterativeOptions:
 
     def check(self) -> None:
         """Every range and combination; all problems at once."""
+        problems = self.problems()
+        if len(problems) == 1:
+            raise ConfigError(problems[0])
+        if problems:
+            raise ConfigError(f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+
+    def problems(self) -> list[str]:
+        """What is wrong with these options, one line each."""
         problems = []
         if self.max_epochs < 1:
             problems.append(f"--max-epochs must be at least 1, got {self.max_epochs}")
@@ -102,10 +110,7 @@ class IterativeOptions:
         if not (0 <= self.convergence_threshold < 1) or math.isnan(self.convergence_threshold):
             problems.append(f"--convergence-threshold must be in [0, 1) (a rise of dev accuracy), "
                             f"got {self.convergence_threshold}")
-        if len(problems) == 1:
-            raise ConfigError(problems[0])
-        if problems:
-            raise ConfigError(f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+        return problems
 
 
 @dataclass(frozen=True)
@@ -225,8 +230,7 @@ def plan_iterative(
     options = options or IterativeOptions()
     training = replace(training or TrainingConfig(), epochs=float(options.max_epochs))
     problems, resolved = Problems(), {}
-    with problems.check():
-        options.check()
+    problems.errors += [ConfigError(problem) for problem in options.problems()]
     with problems.check():
         training.check()
     with problems.check():
@@ -889,7 +893,7 @@ class _Run:
         loss = state.epochs[-1]["mean_train_loss"] if state.epochs else None
         if loss is None or not state.first_loss:
             return options.merge_frequency
-        return max(1, min(options.max_epochs, math.ceil(options.merge_frequency * math.sqrt(loss / state.first_loss))))
+        return adaptive_interval(options.merge_frequency, loss, state.first_loss, options.max_epochs)
 
     def save_checkpoint(self, members) -> Path:
         """Every member and the run state, atomically; older checkpoints removed."""
@@ -964,6 +968,14 @@ class _Run:
             shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)
         self.event({"event": "done", "metrics": metrics, "seconds": result.seconds})
         return result
+
+
+def adaptive_interval(frequency: int, loss: float, first_loss: float, max_epochs: int) -> int:
+    """AdaComm's rule (Wang & Joshi, "Adaptive Communication Strategies to Achieve the Best
+    Error-Runtime Trade-off in Local-Update SGD", SysML 2019): the epochs until the next merge
+    are ``ceil(frequency * sqrt(loss / first_loss))``, at least 1 and at most ``max_epochs``;
+    the models are merged more often as the training loss falls."""
+    return max(1, min(max_epochs, math.ceil(frequency * math.sqrt(max(loss, 0.0) / first_loss))))
 
 
 def _mean_dev(logs: Mapping[str, Mapping[str, Any]]) -> float | None:

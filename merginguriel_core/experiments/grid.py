@@ -56,8 +56,9 @@ class Cell:
 
 @dataclass(frozen=True)
 class Task:
-    """What one executor call computes: ``kind`` is ``nxn`` (a model's row), ``merge`` or
-    ``target`` (one target's votes and baselines); ``cells`` are their keys."""
+    """What one executor call computes: ``kind`` is ``nxn`` (a model's row), ``merge``,
+    ``iterative`` (one iterative training run) or ``target`` (one target's votes and
+    baselines); ``cells`` are their keys."""
 
     kind: str
     cells: tuple[Cell, ...]
@@ -67,7 +68,7 @@ class Task:
         first = self.cells[0]
         if self.kind == "nxn":
             return f"N×N {first.method} → {len(self.cells)} targets"
-        if self.kind == "merge":
+        if self.kind in ("merge", "iterative"):
             return first.key
         return f"{first.target}: {len(self.cells)} votes and baselines"
 
@@ -97,8 +98,8 @@ def tasks_for(cells: Iterable[Cell]) -> tuple[list[Task], list[Task]]:
     for cell in cells:
         if cell.kind == "nxn":
             rows.setdefault(cell.method, []).append(cell)
-        elif cell.kind == "merge":
-            merges.append(Task("merge", (cell,)))
+        elif cell.kind in ("merge", "iterative"):
+            merges.append(Task(cell.kind, (cell,)))
         else:
             per_target.setdefault(cell.target, []).append(cell)
     first = [Task("nxn", tuple(row)) for _, row in sorted(rows.items())]
@@ -121,7 +122,7 @@ def definition(context: "Context", cell: Cell) -> dict[str, Any]:
                                                          "examples": context.data_fingerprint(cell.target),
                                                          "evaluators": list(data.evaluators),
                                                          "max_length": data.max_length}}
-    if cell.kind in ("merge", "vote"):
+    if cell.kind in ("merge", "vote", "iterative"):
         method = _method(spec, cell)
         selection = spec.selection_named(cell.selection)
         options = {**spec.selection, **selection.options}
@@ -131,9 +132,13 @@ def definition(context: "Context", cell: Cell) -> dict[str, Any]:
                    "selection": {"weighting": selection.weighting, "params": dict(selection.params),
                                  "options": options, "sources": selection.sources, "draw": cell.draw},
                    "candidates": context.candidates(cell.target)}
-        if cell.kind == "merge":
+        if cell.kind in ("merge", "iterative"):
             common["data"] |= {"statistics_split": data.statistics_split}
             common["base"] = spec.models.base.name if spec.models.base is not None else None
+        if cell.kind == "iterative":  # trained here: the recipe decides the numbers
+            common["iterative"] = {k: v for k, v in method.options.items() if k != "compare_with"}
+            common["training"] = dict(spec.training)
+            common["data"] |= {"training": "train"}
     elif cell.kind == "baseline" and cell.method in ("closest", "oracle"):
         common["candidates"] = context.candidates(cell.target)
         if cell.method == "closest":
@@ -305,6 +310,31 @@ def run_merge_cell(context: Context, cell: Cell) -> dict[str, Any]:
     return {"cell": cell, "status": "done", "sources": [list(pair) for pair in selection.weights],
             "notes": list(selection.notes), "metrics": evaluation.metrics, "examples": len(evaluation.predictions),
             "timings": timings, **({"model_folder": str(keep)} if keep is not None else {})}
+
+
+def run_iterative_cell(context: Context, cell: Cell) -> dict[str, Any]:
+    """Train the selection's sources from the base model, merging them as they train
+    (:mod:`merginguriel_core.iterative`), and score the final merge on the target. The run
+    lives in ``RESULTS/iterative/TARGET/CELL`` while it trains, so a killed grid resumes it
+    from its last checkpoint; its final model is kept there only with ``keep_models``."""
+    from merginguriel_core.iterative import IterativeOptions, cell_outcome, plan_iterative, run_iterative
+    from merginguriel_core.training import TrainingConfig
+
+    method = _method(context.spec, cell)
+    selection = context.selection(cell)
+    spec, data = context.spec, context.spec.data
+    options = {k: v for k, v in method.options.items() if k != "compare_with"}
+    plan = plan_iterative(
+        context.results / "iterative" / cell.target / cell.id, target=cell.target, selection=selection,
+        strategy=context.registry.get("strategy", method.plugin), params=method.params, base_model=spec.models.base,
+        dataset=context.dataset, data_dir=data.data_dir, data_file=data.data_file,
+        training=TrainingConfig(**spec.training, seed=spec.seed), options=IterativeOptions(**options),
+        device=spec.device, eval_split=data.split, evaluators=context.evaluators, keep_model=context.keep_models,
+        stats_dir=context.results / "statistics", progress=False, registry=context.registry)
+    result = run_iterative(plan, resume="auto")
+    compared = method.options.get("compare_with") or method.label
+    return {"cell": cell, **cell_outcome(plan, result), "notes": list(selection.notes),
+            "compare_with": f"merge-{compared}@{cell.selection}"}
 
 
 def run_vote_cell(context: Context, cell: Cell) -> dict[str, Any]:

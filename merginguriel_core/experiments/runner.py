@@ -153,6 +153,8 @@ def _compute(context: Context, task: Task) -> list[dict[str, Any]]:
         return _guarded(context, task.cells, lambda cells: grid.run_nxn_row(context, Task("nxn", tuple(cells))))
     if task.kind == "merge":
         return [_one(task.cells[0], lambda cell: grid.run_merge_cell(context, cell))]
+    if task.kind == "iterative":
+        return [_one(task.cells[0], lambda cell: grid.run_iterative_cell(context, cell))]
     zero_shot = _zero_shot(context, task.cells[0].target)
     outcomes = []
     for cell in task.cells:

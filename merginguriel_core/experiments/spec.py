@@ -44,7 +44,15 @@ SELECTION_KEYS = ("top_k", "sinkhorn_iters", "num_languages", "features", "simil
 #: What a selection's name or a method's label may hold: they become parts of cell names and folders.
 NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 TOP_KEYS = ("name", "models", "data", "targets", "leave_target_out", "selection", "selections", "strategies",
-            "voting", "baselines", "seed", "device", "description")
+            "voting", "iterative", "training", "baselines", "seed", "device", "description")
+#: What an ``iterative:`` entry may set besides strategy, label, params and selections
+#: (:class:`~merginguriel_core.iterative.IterativeOptions`), and ``compare_with``: the label
+#: of the ``strategies:`` entry that is its one-shot counterpart.
+ITERATIVE_KEYS = ("max_epochs", "merge_frequency", "merge_mix", "adaptive_merge_frequency",
+                  "performance_merge_trigger", "convergence_threshold", "compare_with")
+#: What ``training:`` may set (:class:`~merginguriel_core.training.TrainingConfig`; the seed is the spec's).
+TRAINING_KEYS = ("learning_rate", "batch_size", "max_length", "freeze_embeddings", "weight_decay", "warmup_ratio",
+                 "max_train_examples", "group_by_length")
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -74,17 +82,21 @@ class SelectionSpec:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A merge strategy (``kind="merge"``) or voting method (``"vote"``) with its params, run
-    under each of ``selections``. ``label`` names it in results and reports."""
+    """A merge strategy (``kind="merge"``), voting method (``"vote"``) or iterative training
+    run (``"iterative"``, a strategy merging models as they train) with its params, run under
+    each of ``selections``. ``label`` names it in results and reports; ``options`` are an
+    iterative entry's (:data:`ITERATIVE_KEYS`)."""
 
     kind: str
     label: str
     plugin: str
     params: Mapping[str, Any] = field(default_factory=dict)
     selections: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", _frozen(self.params))
+        object.__setattr__(self, "options", _frozen(self.options))
 
 
 @dataclass(frozen=True)
@@ -124,15 +136,21 @@ class ExperimentSpec:
     seed: int = 0
     device: str = "auto"
     source: Path | None = None
+    #: Fine-tuning settings of the iterative entries (:data:`TRAINING_KEYS`).
+    training: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "selection", _frozen(self.selection))
+        object.__setattr__(self, "training", _frozen(self.training))
 
     def digest(self) -> str:
         """A short hash of the checked spec (paths relative to the spec's folder, so a clone
-        elsewhere has the same digest): a results folder remembers the spec it ran."""
+        elsewhere has the same digest): a results folder remembers the spec it ran. Settings
+        left empty (no ``training:``, a method without ``options``) are not part of it, so a
+        spec keeps its digest across versions that add such settings."""
         root = self.source.parent if self.source is not None else Path.cwd()
-        content = {k: v for k, v in _plain(self, root).items() if k != "source"}
+        content = {k: v for k, v in _plain(self, root).items() if k != "source" and not (k == "training" and not v)}
+        content["methods"] = [{k: v for k, v in m.items() if not (k == "options" and not v)} for m in content["methods"]]
         text = json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -228,8 +246,12 @@ def check_spec(data: Any, *, source: Path | None = None, registry: Any = None) -
     names = [s.name for s in selections]
     methods = _methods(check, top.get("strategies", ()), "strategies", "merge", registry, names, models, data_spec)
     methods += _methods(check, top.get("voting", ()), "voting", "vote", registry, names, models, data_spec)
+    methods += _methods(check, top.get("iterative", ()), "iterative", "iterative", registry, names, models, data_spec)
     if not methods:
-        check.add("", "name at least one merge strategy (strategies:) or voting method (voting:)")
+        check.add("", "name at least one merge strategy (strategies:), voting method (voting:) or iterative run "
+                      "(iterative:)")
+    training = _training(check, top.get("training"), top.get("seed", 0))
+    _check_compared(check, methods)
     baselines = _baselines(check, top.get("baselines", list(BASELINES)))
     leave_out = top.get("leave_target_out", True)
     if not isinstance(leave_out, bool):
@@ -245,9 +267,33 @@ def check_spec(data: Any, *, source: Path | None = None, registry: Any = None) -
     spec = ExperimentSpec(
         name=str(name), models=models, data=data_spec, targets=targets, selections=tuple(selections),
         methods=tuple(methods), leave_target_out=leave_out, selection=shared, baselines=baselines, seed=seed,
-        device=str(device), source=source,
+        device=str(device), source=source, training=training,
     )
     return spec
+
+
+def _training(check: _Checker, value: Any, seed: Any) -> dict[str, Any]:
+    """``training:`` checked as :class:`~merginguriel_core.training.TrainingConfig` checks it."""
+    from merginguriel_core.training import TrainingConfig
+
+    given = check.mapping(value, "training", TRAINING_KEYS) if value is not None else {}
+    try:
+        TrainingConfig(**given, seed=seed if isinstance(seed, int) else 0).check()
+    except ConfigError as exc:
+        check.add("training", re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(exc)))
+    except TypeError as exc:
+        check.add("training", str(exc))
+    return dict(given)
+
+
+def _check_compared(check: _Checker, methods: list[MethodSpec]) -> None:
+    """Each iterative entry's ``compare_with`` names a merge entry."""
+    merges = [m.label for m in methods if m.kind == "merge"]
+    for index, method in enumerate(m for m in methods if m.kind == "iterative"):
+        compared = method.options.get("compare_with")
+        if compared is not None and compared not in merges:
+            check.add(f"iterative[{index}].compare_with", f"no strategies: entry labelled {compared!r}; "
+                      f"the merge labels are {', '.join(merges) or 'none'}")
 
 
 def _path(value: Any, root: Path) -> Path:
@@ -422,7 +468,8 @@ def _params(check: _Checker, declared: tuple[Param, ...], given: Any, place: str
 
 def _methods(check: _Checker, value: Any, place: str, kind: str, registry: Any, selections: list[str],
              models: ModelsSpec, data: DataSpec) -> list[MethodSpec]:
-    key, plugin_kind = ("strategy", "strategy") if kind == "merge" else ("voting", "voting_method")
+    key, plugin_kind = ("voting", "voting_method") if kind == "vote" else ("strategy", "strategy")
+    extra = ITERATIVE_KEYS if kind == "iterative" else ()
     if not isinstance(value, (list, tuple)):
         check.add(place, f"must be a list, not {_kind(value)}")
         return []
@@ -430,7 +477,7 @@ def _methods(check: _Checker, value: Any, place: str, kind: str, registry: Any, 
     for index, entry in enumerate(value):
         here = f"{place}[{index}]"
         entry = {key: entry} if isinstance(entry, str) else entry
-        given = check.mapping(entry, here, (key, "label", "params", "selections"))
+        given = check.mapping(entry, here, (key, "label", "params", "selections", *extra))
         if not given:
             continue
         name = str(given.get(key, ""))
@@ -443,7 +490,10 @@ def _methods(check: _Checker, value: Any, place: str, kind: str, registry: Any, 
                          f"{plugin_kind.replace('_', ' ')} {name!r}")
         if kind == "merge" and getattr(plugin, "needs_base", False) and models.base is None:
             check.add(f"{here}.{key}", f"{name} needs a base model; give models.base")
-        if kind == "merge" and getattr(plugin, "needs_data", False) and data.data_dir is None:
+        options = {k: given[k] for k in extra if k in given}
+        if kind == "iterative":
+            _iterative_options(check, options, here, models, data)
+        if kind != "vote" and getattr(plugin, "needs_data", False) and data.data_dir is None:
             check.add(f"{here}.{key}", f"{name} computes statistics from labelled data; give data.data_dir")
         wanted = given.get("selections", selections)
         if isinstance(wanted, str):
@@ -457,11 +507,26 @@ def _methods(check: _Checker, value: Any, place: str, kind: str, registry: Any, 
         for unknown in [s for s in wanted if s not in selections]:
             check.add(f"{here}.selections", f"no selection named {unknown!r}; the selections are {', '.join(selections)}")
         methods.append(MethodSpec(kind, label, name, params,
-                                  tuple(s for s in wanted if s in selections)))
+                                  tuple(s for s in wanted if s in selections), options))
     labels = [m.label for m in methods]
     for repeated in sorted({label for label in labels if labels.count(label) > 1}):
         check.add(place, f"two entries are labelled {repeated!r}; give each its own label:")
     return methods
+
+
+def _iterative_options(check: _Checker, options: dict[str, Any], here: str, models: ModelsSpec, data: DataSpec) -> None:
+    """An ``iterative:`` entry's options, checked as ``mu train-iterative`` checks them."""
+    from merginguriel_core.iterative import IterativeOptions
+
+    if models.base is None:
+        check.add(here, "iterative training starts every model from the base model; give models.base")
+    if data.data_dir is None and data.data_file is None:
+        check.add(here, "iterative training needs the sources' training data; give data.data_dir")
+    try:
+        for problem in IterativeOptions(**{k: v for k, v in options.items() if k != "compare_with"}).problems():
+            check.add(here, re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), problem))
+    except TypeError as exc:
+        check.add(here, f"a value has the wrong type ({exc})")
 
 
 def _baselines(check: _Checker, value: Any) -> tuple[str, ...]:
