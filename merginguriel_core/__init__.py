@@ -31,6 +31,9 @@ _EXPORTS = {
     # ensembles and evaluation
     "plan_ensemble": "plan", "EnsemblePlan": "ensemble", "EnsembleResult": "ensemble", "run_ensemble": "ensemble",
     "evaluate": "plan",
+    # training
+    "TrainingConfig": "training", "IterativeOptions": "iterative", "IterativePlan": "iterative",
+    "IterativeResult": "iterative", "plan_iterative": "iterative", "run_iterative": "iterative",
     # plugins and errors
     "Registry": "plugins", "load_plugins": "plugins", "Param": "params",
     "MergingUrielError": "errors", "ConfigError": "errors",

@@ -676,9 +676,11 @@ def _merge_plan(plan: IterativePlan, folder: Path):
     from merginguriel_core.plan import plan_merge
 
     data = None
-    if plan.strategy.needs_data:
-        data = LabelledData(plan.dataset, Path(plan.location), None, "train", plan.training.max_length,
-                            plan.training.seed, plan.stats_dir)
+    if plan.strategy.needs_data:  # each model's own training split
+        location = Path(plan.location)
+        folder, file = (None, location) if location.is_file() else (location, None)
+        data = LabelledData(plan.dataset, folder, file, "train", plan.training.max_length, plan.training.seed,
+                            plan.stats_dir)
     return plan_merge(None, strategy=plan.strategy, sources=[SourceModel(locale, folder / locale, weight)
                                                               for locale, weight in plan.sources],
                       params=plan.params, base_model=plan.base_model if plan.strategy.needs_base else None, data=data,

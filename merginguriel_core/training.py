@@ -216,6 +216,7 @@ def _load_model(base_model: str, label_space: list[str], device: torch.device) -
         id2label=dict(enumerate(label_space)),
         label2id={label: i for i, label in enumerate(label_space)},
         use_safetensors=True,
+        ignore_mismatched_sizes=True,  # a base that is itself a classifier of other labels gets a new head
     ).to(device)
     return model, tokenizer
 

@@ -287,3 +287,26 @@ def test_runner_trains_iterative_cells_beside_one_shot_merges(tmp_path, trained,
     entry = next(e for e in report.summary if e["method"] == "iterative-linear@softmax")
     assert entry["comparisons"]["one_shot"]["n"] == 2
     assert entry["comparisons"]["one_shot"]["against"] == "a one-shot merge of the same sources"
+
+
+def test_ray_executor_runs_iterative_cells(tmp_path, trained, zoo_dir, sib_dir, registry):
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[ray]")')
+    from merginguriel_core.experiments.runner import run_experiment
+
+    spec = _spec(tmp_path, trained, zoo_dir, sib_dir, targets=["sw-KE"], baselines=[])
+    local = run_experiment(spec, tmp_path / "local", progress=False, registry=registry)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = run_experiment(spec, tmp_path / "on-ray", executor="ray", progress=False, registry=registry)
+    finally:
+        if started_here:
+            ray.shutdown()
+    assert local.failed == on_ray.failed == 0 and on_ray.computed == local.computed == 4 + 1 + 1
+    cells = [json.loads((tmp_path / where / "cells" / "sw-KE" / "iterative-linear@softmax" / "results.json").read_text())
+             for where in ("local", "on-ray")]
+    assert [m["epoch"] for m in cells[1]["iterative"]["merges"]] == [m["epoch"] for m in cells[0]["iterative"]["merges"]]
+    assert cells[1]["iterative"]["steps_per_model"] == cells[0]["iterative"]["steps_per_model"] == 24
+    # Ray's workers run other thread counts: the same run up to float rounding
+    assert cells[1]["metrics"]["accuracy"] == pytest.approx(cells[0]["metrics"]["accuracy"], abs=0.1)

@@ -35,6 +35,7 @@ def test_every_snippet_of_the_python_api_page_runs(tmp_path, monkeypatch):
     assert namespace["result"].metrics["accuracy"] >= 0 and len(namespace["result"].predictions) == 4
     assert namespace["metrics"]["examples"] == 4
     assert len(namespace["table"].selected) == 3
+    assert "[2, 4] 8" in output and (tmp_path / "iterative-sw" / "model" / "model.safetensors").is_file()
 
 
 def test_the_printed_problems_match_the_page(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from doc_commands import ROOT, SHARED, make_workspace, run, steps
 NEEDS_HUB = ("--base-model xlm-roberta-base",)
 #: README commands that read ../shared/data/sib200: directly, through the example spec, or
 #: the results of that spec.
-NEEDS_DATA = ("../shared/data/sib200", "docs/examples/experiment.yaml", "results/grid")
+NEEDS_DATA = ("../shared/data/sib200", "docs/examples/experiment.yaml", "results/grid", "results/iterative")
 
 
 def readme_steps() -> list[tuple[str, str]]:
@@ -68,7 +68,9 @@ def test_the_first_command_then_every_readme_command(workspace):
         assert (repo / "results" / "nxn" / "evaluation_matrix.csv").is_file()
         assert (repo / "results" / "ensembles" / "comparison.md").is_file()
         cells = list((repo / "results" / "grid" / "cells").glob("*/*/results.json"))
-        assert len(cells) == 3 * (3 + 4 + 5 + 8)  # targets × (N×N + baselines + merges + votes)
+        assert len(cells) == 3 * (3 + 4 + 5 + 8 + 1)  # targets × (N×N + baselines + merges + votes + iterative)
+        assert (repo / "results" / "iterative-sq-AL" / "model" / "model.safetensors").is_file()
+        assert (repo / "results" / "iterative-sq-AL" / "report" / "report.md").is_file()
         assert (repo / "results" / "grid" / "report" / "report.md").is_file()
 
 
