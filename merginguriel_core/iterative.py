@@ -134,6 +134,9 @@ class IterativePlan:
     #: The target's split the final model is scored on (``None``: not scored).
     eval_split: str | None = "test"
     evaluators: tuple[Any, ...] = ()
+    #: Token limit and batch size of scoring the merges (default: the training's limit).
+    eval_max_length: int | None = None
+    eval_batch_size: int = 64
     #: Write the final merge to ``output/model`` (the experiment runner writes it only with --keep-models).
     keep_model: bool = True
     keep_checkpoints: bool = False
@@ -204,6 +207,8 @@ def plan_iterative(
     device: str = "auto",
     eval_split: str | None = "test",
     evaluators: Iterable[Any] | None = None,
+    eval_max_length: int | None = None,
+    eval_batch_size: int = 64,
     keep_model: bool = True,
     keep_checkpoints: bool = False,
     stats_dir: str | Path | None = None,
@@ -217,7 +222,8 @@ def plan_iterative(
     data (as ``mu merge`` chooses among models), or a finished
     :class:`~merginguriel_core.selection.Selection`. The target's own data is never a
     source. ``training`` holds the fine-tuning settings (its ``epochs`` is replaced by
-    ``options.max_epochs``); ``params`` are the strategy's.
+    ``options.max_epochs``); ``params`` are the strategy's. The merges are scored with
+    ``eval_max_length`` tokens per example (default: the training's ``max_length``).
     """
     from merginguriel_core.languages import resolve_language
     from merginguriel_core.merge import resolve_device
@@ -293,7 +299,8 @@ def plan_iterative(
         output=Path(output), target=target, sources=tuple(sources), strategy=strategy_object,
         params=resolved["params"], base_model=base, dataset=data, location=location,
         label_space=tuple(data.labels(location)), training=training, options=options, device=resolved["device"],
-        eval_split=eval_split, evaluators=resolved["evaluators"], keep_model=keep_model,
+        eval_split=eval_split, evaluators=resolved["evaluators"], eval_max_length=eval_max_length,
+        eval_batch_size=eval_batch_size, keep_model=keep_model,
         keep_checkpoints=keep_checkpoints, selection=chosen_selection if isinstance(chosen_selection, Selection) else None,
         registry=registry, progress=progress, stats_dir=Path(stats_dir) if stats_dir is not None else None,
     )
@@ -384,7 +391,9 @@ class _Member:
     its own random state (dropout), so that its run does not depend on the others' order or
     on whether they share a process."""
 
-    def __init__(self, plan: _Setup, locale: str, checkpoint: Path | None = None):
+    def __init__(self, plan: _Setup, locale: str, checkpoint: Path | None = None, share: "_Member | None" = None):
+        """``share``: a member in this process whose tokenizer (and, with frozen embeddings,
+        embedding matrix: it never changes) this one uses instead of a copy of its own."""
         import torch
 
         from merginguriel_core.training import FineTuning, _load_model, _load_splits, _seed_everything
@@ -395,6 +404,10 @@ class _Member:
             raise ConfigError(f"the labels of {locale} differ from the dataset's")
         _seed_everything(plan.training.seed)  # every model starts from the same base and head
         model, tokenizer = _load_model(str(plan.base_model), splits.label_space, plan.device)
+        if share is not None:
+            tokenizer = share.run.tokenizer
+            if plan.training.freeze_embeddings:
+                model.get_input_embeddings().weight = share.model.get_input_embeddings().weight
         self.rng = torch.get_rng_state()
         self.cuda_rng = torch.cuda.get_rng_state(plan.device) if plan.device.type == "cuda" else None
         self.run = FineTuning(model, tokenizer, splits, plan.training, plan.device)
@@ -455,13 +468,15 @@ class _Member:
         self.run.restore(tensors, facts)
 
     def absorb(self, merged: Mapping[str, "torch.Tensor"], mix: float) -> None:
-        """Continue from ``mix * merged + (1 - mix) * own`` (every parameter the merge has)."""
+        """Continue from ``mix * merged + (1 - mix) * own`` (every parameter the merge has;
+        frozen ones stay as they are)."""
         import torch
 
+        frozen = {name for name, parameter in self.model.named_parameters() if not parameter.requires_grad}
         with torch.no_grad():
             for name, tensor in self.model.state_dict().items():
                 source = merged.get(name)
-                if source is None:
+                if source is None or name in frozen:
                     continue
                 source = source.to(tensor.device, tensor.dtype)
                 if mix >= 1:
@@ -520,9 +535,10 @@ class _Sequential:
     pids: tuple[int, ...] = ()
 
     def __init__(self, plan: IterativePlan, checkpoint: Path | None):
-        self.members = []
+        self.members: list[_Member] = []
         for locale, _ in plan.sources:
-            member = _Member(_Setup.of(plan), locale, checkpoint / locale if checkpoint is not None else None)
+            member = _Member(_Setup.of(plan), locale, checkpoint / locale if checkpoint is not None else None,
+                             share=self.members[0] if self.members else None)
             member.offload()
             self.members.append(member)
 
@@ -700,7 +716,8 @@ def _score(plan: IterativePlan, model, tokenizer, examples) -> dict[str, float]:
     from merginguriel_core.evaluation import gold_ids, score
     from merginguriel_core.training import predict_logits
 
-    logits = predict_logits(model, tokenizer, examples.texts, 64, plan.training.max_length, plan.device)
+    logits = predict_logits(model, tokenizer, examples.texts, plan.eval_batch_size,
+                            plan.eval_max_length or plan.training.max_length, plan.device)
     labels = list(plan.label_space)
     return score(logits.argmax(-1), gold_ids(examples, labels), len(labels), plan.evaluators or _accuracy(plan))
 
@@ -1000,6 +1017,7 @@ def cell_outcome(plan: IterativePlan, result: IterativeResult) -> dict[str, Any]
         "iterative": {"strategy": plan.strategy.name, "params": dict(plan.params), "weighting": plan.weighting,
                       "options": {k: v for k, v in asdict(plan.options).items() if k != "parallel"},
                       "training": asdict(plan.training), "steps_per_model": result.steps_per_model,
+                      "eval_max_length": plan.eval_max_length or plan.training.max_length,
                       "epochs": result.epochs, "merges": result.merges, "cycles": cycles,
                       "resumed_from": result.resumed_from},
         **({"model_folder": result.model_folder} if result.model_folder else {}),

@@ -28,9 +28,12 @@ SOURCES = ["af-ZA", "de-DE", "nl-NL"]
 
 
 def _plan(tmp_path, zoo_dir, sib_dir, registry, name="run", **options):
+    from dataclasses import replace
+
     keep = options.pop("keep_checkpoints", False)
+    training = replace(TRAINING, freeze_embeddings=options.pop("freeze_embeddings", False))
     return plan_iterative(tmp_path / name, target="sw-KE", locales=SOURCES, selection=SelectionOptions(weighting="softmax"),
-                          base_model=zoo_dir / "base", data_dir=sib_dir, training=TRAINING,
+                          base_model=zoo_dir / "base", data_dir=sib_dir, training=training,
                           options=IterativeOptions(**{"max_epochs": 4, "merge_frequency": 2, **options}),
                           keep_checkpoints=keep, progress=False, registry=registry)
 
@@ -175,9 +178,21 @@ def test_a_stalled_dev_accuracy_triggers_a_merge(zoo_dir, sib_dir, tmp_path, reg
                                                                    (5, "final")]
 
 
-def test_parallel_training_matches_sequential(zoo_dir, sib_dir, tmp_path, registry):
-    sequential = run_iterative(_plan(tmp_path, zoo_dir, sib_dir, registry, name="one"))
-    parallel = run_iterative(_plan(tmp_path, zoo_dir, sib_dir, registry, name="many", parallel=True))
+def test_sequential_models_share_what_never_changes(zoo_dir, sib_dir, tmp_path, registry):
+    from merginguriel_core.iterative import _Sequential
+
+    members = _Sequential(_plan(tmp_path, zoo_dir, sib_dir, registry, freeze_embeddings=True), None).members
+    embeddings = {m.model.get_input_embeddings().weight.data_ptr() for m in members}
+    heads = {m.model.classifier.out_proj.weight.data_ptr() for m in members}
+    assert len(embeddings) == 1 and len(heads) == len(members)
+    assert len({id(m.run.tokenizer) for m in members}) == 1
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_parallel_training_matches_sequential(zoo_dir, sib_dir, tmp_path, registry, freeze):
+    sequential = run_iterative(_plan(tmp_path, zoo_dir, sib_dir, registry, name="one", freeze_embeddings=freeze))
+    parallel = run_iterative(_plan(tmp_path, zoo_dir, sib_dir, registry, name="many", parallel=True,
+                                   freeze_embeddings=freeze))
     log = [json.loads(line) for line in (tmp_path / "many" / "log.jsonl").read_text().splitlines()]
     assert log[0]["parallel"] is True
     for a, b in zip(sequential.epochs, parallel.epochs):  # other thread counts: float rounding only

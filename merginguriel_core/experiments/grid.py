@@ -329,7 +329,8 @@ def run_iterative_cell(context: Context, cell: Cell) -> dict[str, Any]:
         strategy=context.registry.get("strategy", method.plugin), params=method.params, base_model=spec.models.base,
         dataset=context.dataset, data_dir=data.data_dir, data_file=data.data_file,
         training=TrainingConfig(**spec.training, seed=spec.seed), options=IterativeOptions(**options),
-        device=spec.device, eval_split=data.split, evaluators=context.evaluators, keep_model=context.keep_models,
+        device=spec.device, eval_split=data.split, evaluators=context.evaluators, eval_max_length=data.max_length,
+        eval_batch_size=data.batch_size, keep_model=context.keep_models,
         stats_dir=context.results / "statistics", progress=False, registry=context.registry)
     result = run_iterative(plan, resume="auto")
     compared = method.options.get("compare_with") or method.label
