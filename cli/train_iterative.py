@@ -99,7 +99,8 @@ def _echo(entry: dict) -> None:
     if kind == "epoch":
         devs = " ".join(f"{locale} {m['dev_accuracy']:.3f}" for locale, m in entry["models"].items())
         loss = entry["mean_train_loss"]
-        typer.echo(f"epoch {entry['epoch']}: train loss {loss:.4f}, dev accuracy {devs} ({entry['seconds']:.0f} s)"
+        typer.echo(f"epoch {entry['epoch']}: train loss {loss:.4f}, dev accuracy {devs} ({entry['seconds']:.0f} s, "
+                   f"peak {entry['peak_memory_bytes'] / 2**20:.0f} MiB)"
                    if loss is not None else f"epoch {entry['epoch']}: no training step")
     elif kind == "merge":
         dev = entry["target_dev_accuracy"]

@@ -330,6 +330,15 @@ class _PeakMemory:
     def __init__(self, device: "torch.device", pids: Iterable[int] = ()):
         self.device, self.pids, self.peak, self._stop = device, tuple(pids), 0, threading.Event()
 
+    @staticmethod
+    def now(device: "torch.device") -> int:
+        """The memory in use now: allocated on the device (CUDA), resident on the CPU."""
+        import torch
+
+        if device.type == "cuda":
+            return int(torch.cuda.memory_allocated(device))
+        return _PeakMemory(device).resident()
+
     def resident(self) -> int:
         """Resident bytes of this process and the worker processes ``pids``."""
         total = 0
@@ -847,7 +856,7 @@ class _Run:
                     with _PeakMemory(plan.device, members.pids) as memory:
                         merge = self.merge(members, self.checkpoint, reason=state.pending["reason"])
                     self.close_cycle(merge, state.pending["train_seconds"] + time.perf_counter() - started,
-                                     memory.peak, resumed=True)
+                                     max(memory.peak, state.pending.get("peak_memory_bytes", 0)), resumed=True)
                 while state.epoch < self.options.max_epochs:
                     self.cycle(members)
                     bar.n = state.epoch
@@ -861,28 +870,32 @@ class _Run:
         plan, state = self.plan, self.state
         started = time.perf_counter()
         first_epoch = state.epoch + 1
-        with _PeakMemory(plan.device, members.pids) as memory:
-            while True:
-                state.epoch += 1
-                epoch_started = time.perf_counter()
+        peak = 0
+        while True:
+            state.epoch += 1
+            epoch_started = time.perf_counter()
+            with _PeakMemory(plan.device, members.pids) as memory:
                 logs = members.train_epoch()
-                losses = [m["train_loss"] for m in logs.values() if m["train_loss"] is not None]
-                mean_loss = sum(losses) / len(losses) if losses else None
-                mean_dev = _mean_dev(logs)
-                if state.first_loss is None and mean_loss is not None:
-                    state.first_loss = mean_loss
-                entry = {"event": "epoch", "epoch": state.epoch, "models": logs, "mean_train_loss": mean_loss,
-                         "mean_dev_accuracy": mean_dev, "seconds": round(time.perf_counter() - epoch_started, 2)}
-                state.epochs.append(entry)
-                self.event(entry)
-                reason = self.merge_reason()
-                if reason:
-                    break
-            state.pending = {"epochs": [first_epoch, state.epoch], "reason": reason,
-                             "train_seconds": round(time.perf_counter() - started, 2)}
+            peak = max(peak, memory.peak)
+            losses = [m["train_loss"] for m in logs.values() if m["train_loss"] is not None]
+            mean_loss = sum(losses) / len(losses) if losses else None
+            mean_dev = _mean_dev(logs)
+            if state.first_loss is None and mean_loss is not None:
+                state.first_loss = mean_loss
+            entry = {"event": "epoch", "epoch": state.epoch, "models": logs, "mean_train_loss": mean_loss,
+                     "mean_dev_accuracy": mean_dev, "seconds": round(time.perf_counter() - epoch_started, 2),
+                     "peak_memory_bytes": memory.peak}
+            state.epochs.append(entry)
+            self.event(entry)
+            reason = self.merge_reason()
+            if reason:
+                break
+        state.pending = {"epochs": [first_epoch, state.epoch], "reason": reason,
+                         "train_seconds": round(time.perf_counter() - started, 2), "peak_memory_bytes": peak}
+        with _PeakMemory(plan.device, members.pids) as memory:
             folder = self.save_checkpoint(members)
             merge = self.merge(members, folder, reason=reason)
-        self.close_cycle(merge, time.perf_counter() - started, memory.peak)
+        self.close_cycle(merge, time.perf_counter() - started, max(peak, memory.peak))
 
     def close_cycle(self, merge: Mapping[str, Any], seconds: float, peak: int, resumed: bool = False) -> None:
         state = self.state
@@ -955,6 +968,7 @@ class _Run:
             state.interval = self.next_interval()
             state.next_merge = state.epoch + state.interval
         entry = {"event": "merge", "epoch": state.epoch, "reason": reason, "target_dev_accuracy": target_dev,
+                 "peak_memory_bytes": _PeakMemory.now(plan.device),
                  "seconds": round(merged_at - started, 2), "checkpoint_seconds": round(self._checkpoint_seconds, 2),
                  "next_merge": None if last else state.next_merge}
         state.merges.append(entry)

@@ -101,12 +101,13 @@ def test_a_run_logs_every_epoch_and_merge_and_reports(runner, zoo_dir, sib_dir, 
                      "--weighting", "softmax", "--base-model", zoo_dir / "base", "--data-dir", sib_dir,
                      "--max-epochs", "4", "--merge-frequency", "2", *TRAINING_ARGS, "--output", out, "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "merge after epoch 2 (scheduled)" in result.output and "merge after epoch 4 (final)" in result.output
+    assert "merge after epoch 2 (scheduled)" in result.output and "MiB" in result.output and "merge after epoch 4 (final)" in result.output
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     kinds = [e["event"] for e in events]
     assert kinds == ["start", "epoch", "epoch", "merge", "cycle", "epoch", "epoch", "merge", "cycle", "done"]
     epoch = events[1]
     assert sorted(epoch["models"]) == SOURCES and all(0 <= m["dev_accuracy"] <= 1 for m in epoch["models"].values())
+    assert epoch["peak_memory_bytes"] > 10 * 2**20 and events[3]["peak_memory_bytes"] > 10 * 2**20
     outcome = json.loads((out / "result.json").read_text())
     # 42 training examples in batches of 8: 6 steps an epoch, 4 epochs
     assert outcome["steps_per_model"] == 24 and outcome["examples"] == 21
