@@ -138,7 +138,8 @@ def run_ensemble(plan: EnsemblePlan, predictor: Predictor | None = None) -> Ense
     gold = gold_ids(examples, label_space)
     member_logits = [predictor.logits(models[loc], examples, label_space) for loc, _ in sources]
     weights = np.array([w for _, w in sources], dtype=np.float64)
-    scores = plan.method.combine(np.stack(member_logits), weights, {})
+    scores = plan.method.combine(np.stack(member_logits), weights,
+                                  {p.name: p.default for p in getattr(plan.method, "params", ())})
     if scores.shape != (len(examples), len(label_space)):
         raise ConfigError(f"voting method {plan.method.name!r} returned shape {scores.shape}, expected "
                           f"{(len(examples), len(label_space))}")

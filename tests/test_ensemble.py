@@ -117,7 +117,7 @@ def test_fewer_sources_than_asked_is_said_and_goes_on(runner, trained, sib_dir, 
 def test_unknown_voting_method(runner, trained, sib_dir, tmp_path):
     result = _ensemble(runner, trained, sib_dir, tmp_path / "c", "--voting-method", "vote")
     assert result.exit_code != 0
-    assert "unknown --voting-method 'vote'; available: majority, soft, uriel_logits, weighted_majority" in result.output
+    assert "unknown --voting-method 'vote'; available: entropy_min, majority, soft, uriel_logits, weighted_majority" in result.output
 
 
 def test_models_with_different_label_spaces(runner, trained, sib_dir, tmp_path):
