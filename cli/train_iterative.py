@@ -52,6 +52,7 @@ def train_iterative(
     group_by_length: Annotated[bool, typer.Option("--group-by-length/--no-group-by-length", help="Batch training examples of similar length together.")] = True,
     max_train_examples: Annotated[Optional[int], typer.Option("--max-train-examples", help="Use only the first N training examples of each language.")] = None,
     device: opt.Device = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the sources, weights and merge schedule; train nothing.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON when done.")] = False,
     progress: opt.Progress = True,
     config: opt.Config = None,
@@ -83,6 +84,10 @@ def train_iterative(
     sources = ", ".join(f"{locale} {weight:.3f}" for locale, weight in plan.sources)
     typer.echo(f"Iterative training for {plan.target}: {len(plan.sources)} models ({sources}) from {plan.base_model}, "
                f"{options.max_epochs} epochs, {plan.strategy.name} merge every {options.merge_frequency}")
+    if dry_run:
+        typer.echo(f"Merges after epochs {_schedule(options)}; the final merge -> {output / 'model'}")
+        typer.echo("Dry run: nothing trained.")
+        return
     result = run_iterative(plan, resume=resume, on_event=None if json_out else _echo)
     write_results(plan, result)
     if json_out:
@@ -92,6 +97,18 @@ def train_iterative(
               + f" on {result.eval_split} ({result.examples} examples)") if result.metrics else "not scored"
     typer.echo(f"Final merge for {plan.target}: {scored}; {len(result.merges)} merges, {result.steps_per_model} steps "
                f"per model, {result.seconds:.0f} s -> {result.model_folder or output}")
+
+
+def _schedule(options) -> str:
+    """The merge epochs as planned (adaptive and stall-triggered merges are decided while training)."""
+    fixed = list(range(options.merge_frequency, options.max_epochs, options.merge_frequency)) + [options.max_epochs]
+    text = ", ".join(str(epoch) for epoch in fixed)
+    if options.adaptive_merge_frequency:
+        text = (f"{fixed[0]}, then every ceil({options.merge_frequency} × sqrt(loss / first loss)) epochs, "
+                f"and {options.max_epochs}")
+    if options.performance_merge_trigger:
+        text += f", and after any epoch whose mean dev accuracy rises by less than {options.convergence_threshold}"
+    return text
 
 
 def _echo(entry: dict) -> None:

@@ -81,6 +81,16 @@ def test_cli_errors_are_one_line_and_write_nothing(runner, zoo_dir, sib_dir, tmp
     assert result.exit_code != 0 and "give --locales or --num-languages, not both" in result.output
 
 
+def test_dry_run_shows_the_schedule_and_writes_nothing(runner, zoo_dir, sib_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli(runner, "train-iterative", "--target-lang", "sw-KE", "--locales", ",".join(SOURCES), "--weighting",
+                     "softmax", "--base-model", zoo_dir / "base", "--data-dir", sib_dir, "--max-epochs", "7",
+                     "--merge-frequency", "3", "--output", out, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "3 models (af-ZA 0.455, de-DE 0.292, nl-NL 0.253)" in result.output
+    assert "Merges after epochs 3, 6, 7" in result.output and not out.exists()
+
+
 # -------------------------------------------------------------------------- behaviour
 def test_one_merge_at_the_end_is_the_one_shot_merge(runner, zoo_dir, sib_dir, trained, tmp_path, registry):
     """With a single merge after the last epoch, iterative training is exactly `mu train` of
