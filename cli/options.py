@@ -176,3 +176,9 @@ Config = Annotated[
                  help="YAML or JSON file of this command's options (keys: option names, e.g. top-k: 5); options "
                       "on the command line override it. A merge_details.json redoes that merge (mu merge)."),
 ]
+
+# fine-tuning (mu train, mu train-iterative)
+LearningRate = Annotated[float, typer.Option("--learning-rate", help="Peak AdamW learning rate (linear warm-up, then linear decay).")]
+FreezeEmbeddings = Annotated[bool, typer.Option("--freeze-embeddings", help="Keep the (large) embedding matrix fixed.")]
+GroupByLength = Annotated[bool, typer.Option("--group-by-length/--no-group-by-length", help="Batch training examples of similar length together (less padding, same examples per epoch).")]
+MaxTrainExamples = Annotated[Optional[int], typer.Option("--max-train-examples", help="Use only the first N training examples of each language.")]
