@@ -15,4 +15,4 @@ mu train --base-model "$MU_WORK/e5" --dataset sib200 --data-dir "$data" --locale
    --output-dir "$MU_WORK/oneshot" --model-pattern "e5-small_sib200_{locale}" --epochs 6 --batch-size 16 \
    --max-length 96 --learning-rate 5e-5 --freeze-embeddings --no-progress
 mu experiment run "$here/specs/iterative-sib200-e5.yaml" --output "$here/results/iterative-sib200-e5" --no-progress
-mu report "$here/results/iterative-sib200-e5" --output "$here/../docs/results/iterative" --overwrite
+cd "$here/.." && mu report benchmarks/results/iterative-sib200-e5 --output docs/results/iterative --overwrite
