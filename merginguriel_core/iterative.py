@@ -446,9 +446,10 @@ class _Member:
                 "seconds": round(time.perf_counter() - started, 2)}
 
     def save(self, folder: Path) -> None:
-        """Weights (a model folder any strategy reads), tokenizer and training state."""
+        """A new folder: weights (a model folder any strategy reads), tokenizer and training state."""
         from safetensors.torch import save_file
 
+        folder.mkdir()
         self.model.save_pretrained(folder, safe_serialization=True)
         self.run.tokenizer.save_pretrained(folder)
         tensors, facts = self.run.state()
@@ -561,7 +562,6 @@ class _Sequential:
 
     def save(self, folder: Path) -> None:
         for member in self.members:
-            (folder / member.locale).mkdir()
             member.save(folder / member.locale)
 
     def absorb(self, merged: Mapping[str, Any], mix: float) -> None:
@@ -585,7 +585,6 @@ def _worker(connection, plan: _Setup, locale: str, checkpoint: Path | None, thre
             if command == "epoch":
                 connection.send(("done", member.train_epoch()))
             elif command == "save":
-                argument.mkdir()
                 member.save(argument)
                 connection.send(("done", None))
             elif command == "absorb":
@@ -682,7 +681,6 @@ class _RunState:
     """Where a run is: what a checkpoint stores beside the members."""
 
     epoch: int = 0
-    interval: int = 0
     next_merge: int = 0
     first_loss: float | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
@@ -830,7 +828,7 @@ class _Run:
             self.state = _RunState(**json.loads((checkpoint / _RUN_FACTS).read_text(encoding="utf-8")))
             self.state.resumed_from.append(self.state.epoch)
         else:
-            self.state = _RunState(interval=self.options.merge_frequency, next_merge=self.options.merge_frequency)
+            self.state = _RunState(next_merge=self.options.merge_frequency)
         self.checkpoint = checkpoint
         self.started = time.perf_counter() - self.state.seconds
         self._checkpoint_seconds = 0.0
@@ -965,8 +963,7 @@ class _Run:
         del model
         if not last:
             members.absorb(merged, self.options.merge_mix)
-            state.interval = self.next_interval()
-            state.next_merge = state.epoch + state.interval
+            state.next_merge = state.epoch + self.next_interval()
         entry = {"event": "merge", "epoch": state.epoch, "reason": reason, "target_dev_accuracy": target_dev,
                  "peak_memory_bytes": _PeakMemory.now(plan.device),
                  "seconds": round(merged_at - started, 2), "checkpoint_seconds": round(self._checkpoint_seconds, 2),

@@ -161,8 +161,7 @@ def _train(dataset: Dataset, location: str | None, locale: str, base_model: str,
     _seed_everything(config.seed)
     model, tokenizer = _load_model(base_model, splits.label_space, device)
     steps, losses = _fit(model, tokenizer, splits, config, device, locale, progress)
-    logits = predict_logits(model, tokenizer, splits.dev.texts, 64, config.max_length, device)
-    dev_accuracy = float(np.mean(logits.argmax(-1) == splits.dev_labels.numpy()))
+    dev_accuracy = _dev_accuracy(model, tokenizer, splits, config, device)
     details = {
         "dataset": dataset.name,
         "data": location or dataset.hub_id,
@@ -294,11 +293,9 @@ class FineTuning:
         self.losses += losses
         return losses
 
-    def dev_accuracy(self, batch_size: int = 64) -> float:
+    def dev_accuracy(self) -> float:
         """Accuracy on the dev split (the model is left in eval mode)."""
-        logits = predict_logits(self.model, self.tokenizer, self.splits.dev.texts, batch_size, self.config.max_length,
-                                self.device)
-        return float(np.mean(logits.argmax(-1) == self.splits.dev_labels.numpy())) if len(logits) else float("nan")
+        return _dev_accuracy(self.model, self.tokenizer, self.splits, self.config, self.device)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """``(tensors, facts)``: the optimiser's moments and the shuffle's generator as tensors
@@ -329,6 +326,12 @@ class FineTuning:
         self.scheduler.load_state_dict(facts["scheduler"])
         self.generator.set_state(tensors["generator"])
         self.step, self.losses = int(facts["step"]), list(facts["losses"])
+
+
+def _dev_accuracy(model, tokenizer, splits: _Splits, config: TrainingConfig, device: torch.device) -> float:
+    """The model's accuracy on the dev split (NaN for an empty one); leaves it in eval mode."""
+    logits = predict_logits(model, tokenizer, splits.dev.texts, 64, config.max_length, device)
+    return float(np.mean(logits.argmax(-1) == splits.dev_labels.numpy())) if len(logits) else float("nan")
 
 
 def _save(model, tokenizer, details: dict[str, Any], folder: Path) -> None:

@@ -280,10 +280,15 @@ def _training(check: _Checker, value: Any, seed: Any) -> dict[str, Any]:
     try:
         TrainingConfig(**given, seed=seed if isinstance(seed, int) else 0).check()
     except ConfigError as exc:
-        check.add("training", re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), str(exc)))
+        check.add("training", _spec_words(str(exc)))
     except TypeError as exc:
         check.add("training", str(exc))
     return dict(given)
+
+
+def _spec_words(message: str) -> str:
+    """A command-line message in a spec's words: ``--merge-frequency`` becomes ``merge_frequency``."""
+    return re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), message)
 
 
 def _check_compared(check: _Checker, methods: list[MethodSpec]) -> None:
@@ -524,7 +529,7 @@ def _iterative_options(check: _Checker, options: dict[str, Any], here: str, mode
         check.add(here, "iterative training needs the sources' training data; give data.data_dir")
     try:
         for problem in IterativeOptions(**{k: v for k, v in options.items() if k != "compare_with"}).problems():
-            check.add(here, re.sub(r"--([a-z-]+)", lambda m: m.group(1).replace("-", "_"), problem))
+            check.add(here, _spec_words(problem))
     except TypeError as exc:
         check.add(here, f"a value has the wrong type ({exc})")
 
