@@ -40,8 +40,10 @@ def merge(
     include_target: opt.IncludeTarget = False,
     features: opt.Features = opt.DEFAULTS["features"],
     similarity_matrix: opt.SimilarityMatrix = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset plugin of --data-dir for fisher/regmean.")] = "sib200",
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Labelled data for fisher/regmean: a local dataset copy (e.g. SIB-200 folders); each model uses its own language's train split.")] = None,
+    target_text: opt.TargetTextFile = None,
+    target_text_split: opt.TargetTextSplit = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset plugin of --data-dir (for fisher/regmean and --target-text-split).")] = "sib200",
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="A local dataset copy (e.g. SIB-200 folders): labelled data for fisher/regmean (each model its own language's train split), and the text of --target-text-split and of the sources for representation.")] = None,
     data_file: Annotated[Optional[Path], typer.Option("--data-file", help="Labelled data for fisher/regmean: one CSV/TSV/JSONL (text and label columns) for every model.")] = None,
     stats_dir: Annotated[Optional[Path], typer.Option("--stats-dir", help="Where per-model statistics are stored and reused (default ~/.cache/merginguriel/statistics).")] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Token limit per example when computing statistics.")] = 128,
@@ -59,14 +61,17 @@ def merge(
     """Merge source models into one for --target-lang, weighted by --weighting."""
     if output is None and not dry_run:
         raise ConfigError("mu merge needs --output FOLDER (only --dry-run goes without)")
-    data = None
-    if data_dir is not None or data_file is not None:
+    data, given = None, opt.given_options(ctx)
+    chosen = get_registry().get("strategy", strategy)
+    if "target_text" in given and not chosen.needs_data:
+        given -= {"data_dir", "dataset"}  # they locate the target text (and the sources' own text)
+    elif data_dir is not None or data_file is not None:
         data = LabelledData(dataset, data_dir, data_file, max_length=max_length, seed=seed, stats_dir=stats_dir)
     plan = plan_merge(
         output, strategy=strategy, selection=opt.selection_options(ctx), models=opt.model_sources(ctx),
         params=parse_assignments(param or (), "--param"), base_model=base_model, data=data, device=device,
         dtype=dtype, chunk_size=chunk_size, max_shard_size=max_shard_size, overwrite=overwrite, seed=seed,
-        progress=progress, registry=get_registry(), given=opt.given_options(ctx), fetch=False,
+        progress=progress, registry=get_registry(), given=given, fetch=False,
     )
     print_selection(plan.selection, plan)
     if dry_run:

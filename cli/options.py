@@ -36,6 +36,12 @@ Weights = Annotated[
 WeightingParams = Annotated[
     Optional[list[str]], typer.Option("--weighting-param", help="Weighting parameter KEY=VALUE (repeatable).")
 ]
+TargetTextFile = Annotated[Optional[Path], typer.Option(
+    "--target-text", help="Unlabelled target-language text, one sentence per line, for weightings that read it "
+    "(adamerging, representation).")]
+TargetTextSplit = Annotated[Optional[str], typer.Option(
+    "--target-text-split", help="Take the target text from this split of --data-dir (train, dev or test); its labels "
+    "are never read.")]
 Models = Annotated[Optional[Path], typer.Option("--models", help="Folder of per-locale model folders.")]
 ModelPattern = Annotated[
     str, typer.Option("--model-pattern", help="Folder-name pattern of per-locale models; must contain {locale}.")
@@ -72,7 +78,22 @@ def selection_options(ctx: typer.Context, target: Optional[str] = None) -> Selec
         similarity_matrix=p.get("similarity_matrix"),
         source_langs=tuple(split_list(p.get("source_langs"))) or None,
         manual_weights=parse_manual_weights(p.get("weights") or ()) or None,
+        target_text=target_text(ctx),
     )
+
+
+def target_text(ctx: typer.Context):
+    """``--target-text FILE`` or ``--target-text-split SPLIT`` (of ``--dataset`` at
+    ``--data-dir``) as a :class:`~merginguriel_core.target_text.TargetText`; ``None`` without either."""
+    from merginguriel_core.target_text import TargetText
+
+    p = ctx.params
+    file, split = p.get("target_text"), p.get("target_text_split")
+    if file is None and split is None:
+        return None
+    location = p.get("data_dir") if p.get("data_dir") is not None else p.get("data_file")
+    return TargetText(file=file, split=split, dataset=p.get("dataset") or "sib200",
+                      location=str(location) if location is not None else None)
 
 
 def model_sources(ctx: typer.Context) -> ModelSources:
@@ -86,7 +107,8 @@ def given_options(ctx: typer.Context) -> set[str]:
     """The options of this command that the user gave (on the command line, through the
     environment or in ``--config``), not left at their defaults; names with underscores (``top_k``)."""
     given = {"COMMANDLINE", "ENVIRONMENT", "DEFAULT_MAP"}  # DEFAULT_MAP: from --config; compare enum names
-    return {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) in given}
+    names = {name for name in ctx.params if getattr(ctx.get_parameter_source(name), "name", None) in given}
+    return names | ({"target_text"} if "target_text_split" in names else set())
 
 
 def split_list(values: Optional[list[str]]) -> list[str]:

@@ -37,6 +37,10 @@ def similarity(
     weighting_params: Annotated[Optional[list[str]], typer.Option("--weighting-param", help="With --explain: a parameter KEY=VALUE of --weighting (repeatable).")] = None,
     weights: Annotated[Optional[list[str]], typer.Option("--weights", help="With --explain --weighting manual: weights LOCALE=WEIGHT,...")] = None,
     source_langs: Annotated[Optional[list[str]], typer.Option("--source-langs", help="With --explain: the candidate source languages (comma-separated or repeated).")] = None,
+    target_text: opt.TargetTextFile = None,
+    target_text_split: opt.TargetTextSplit = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="With --explain: the dataset plugin of --data-dir.")] = "sib200",
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="With --explain: the dataset folder that --target-text-split and the sources' own text come from (representation).")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Show how --weighting moves the target's weights at each step, as a table and a PNG bar chart (--plot).")] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="With --explain: where its bar chart goes (default weights_<target>_<weighting>.png).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --export file or --plot chart.")] = False,
@@ -55,12 +59,15 @@ def similarity(
         raise ConfigError("give --target-lang to see neighbours, or --export PATH to write the matrix")
     if explain:
         chosen, plot = _explained_weighting(ctx, options, plot, overwrite)
-    elif plot is not None or weighting != "uriel" or weighting_params or weights or source_langs:
-        raise ConfigError("--weighting, --weighting-param, --weights, --source-langs and --plot go with --explain")
+    elif (plot is not None or weighting != "uriel" or weighting_params or weights or source_langs
+          or options.target_text is not None or data_dir is not None):
+        raise ConfigError("--weighting, --weighting-param, --weights, --source-langs, --target-text, "
+                          "--target-text-split, --data-dir and --plot go with --explain")
     if export is not None and (export.is_dir() or (not overwrite and (export.exists() or export.is_symlink()))):
         raise ConfigError(f"--export {export} already exists; choose another path or pass --overwrite")
     given_models = models is not None or registry is not None or bool(model)
-    available = list(opt.model_sources(ctx).collect()) if given_models else None
+    refs = opt.model_sources(ctx).collect() if given_models else {}
+    available = list(refs) if given_models else None
     target = resolve_language(target_lang).locale if target_lang else None
     matrix = similarity_matrix_for(WeightingRequest(target=target, available=tuple(available or ()), features=features,
                                                     similarity_matrix=similarity_matrix))
@@ -71,7 +78,7 @@ def similarity(
         return
     if explain:
         _explain(chosen, options, available if available is not None else list(matrix.locales), matrix, plot,
-                 json_out, limit, overwrite)
+                 json_out, limit, overwrite, {locale: ref.location for locale, ref in refs.items()})
         return
     _print_table(similarity_table(options, available), json_out, limit)
 
@@ -117,10 +124,10 @@ def _print_table(table: SimilarityTable, json_out: bool, limit: int) -> None:
 
 
 def _explain(weighting, options: SelectionOptions, available: list[str], matrix: SimilarityMatrix, plot: Path,
-             json_out: bool, limit: int, replace_plot: bool) -> None:
+             json_out: bool, limit: int, replace_plot: bool, models: dict[str, str] | None = None) -> None:
     """Run ``weighting`` exactly as `mu merge` would and show its steps."""
     target = resolve_language(options.target).locale
-    selection = select_sources(weighting, options, available=available)
+    selection = select_sources(weighting, options, available=available, models=models)
     result = selection.result
     explanation = result.trace if isinstance(result.trace, Explanation) else None
     if explanation is None:  # a weighting without its own steps: its weights next to raw similarity

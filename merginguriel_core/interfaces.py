@@ -42,6 +42,16 @@ class WeightingRequest:
     similarity_matrix: Path | None = None
     manual_weights: Mapping[str, float] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: Unlabelled target-language text (:class:`~merginguriel_core.target_text.TargetText`),
+    #: given only to a weighting that :attr:`~Weighting.needs_target_text`.
+    target_text: Any = None
+    #: Where each available model is (locale -> folder or hub id), for weightings that read
+    #: the models themselves; empty when the caller has only locales.
+    models: Mapping[str, str] = field(default_factory=dict)
+    #: The base model, when the caller knows one (``--base-model``, the spec's ``models.base``).
+    base_model: str | None = None
+    #: The device a weighting that runs a model uses (``auto``, ``cpu``, ``cuda``).
+    device: str = "auto"
 
 
 @dataclass
@@ -52,13 +62,17 @@ class WeightResult:
 
     ``details`` is JSON-serialisable and recorded in ``merge_details.json``; ``trace`` is an
     optional :class:`merginguriel_core.explain.Explanation` of the steps, shown by
-    ``mu similarity --explain``.
+    ``mu similarity --explain``. ``group_weights``, optional, gives weights per group of
+    tensors (a :class:`merginguriel_core.groups.GroupWeights` over the same sources): a merge
+    gives each tensor its group's weights; ``weights`` stay the model-level ones (an
+    ensemble's, and those of tensors in no listed group).
     """
 
     weights: list[tuple[str, float]]
     details: dict[str, Any] = field(default_factory=dict)
     trace: Any = None
     notes: list[str] = field(default_factory=list)
+    group_weights: Any = None
 
 
 #: The shared selection options a weighting may read (option names with underscores:
@@ -76,6 +90,9 @@ class Weighting(ABC):
     params: ClassVar[tuple[Param, ...]] = ()
     #: Whether ``--target-lang`` is required.
     needs_target: ClassVar[bool] = True
+    #: Whether unlabelled target text is required (``--target-text`` or ``--target-text-split``);
+    #: target text given to a weighting that does not read it is refused.
+    needs_target_text: ClassVar[bool] = False
     #: The :data:`SELECTION_OPTIONS` this weighting reads; the CLI refuses the others when
     #: they are given, so that no option is silently ignored. Default: all of them.
     reads: ClassVar[frozenset[str]] = SELECTION_OPTIONS

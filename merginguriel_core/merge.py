@@ -42,6 +42,8 @@ else:
 #: Files never copied from a source folder into the merged model.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
 _SKIPPED_FILES = {"model.safetensors.index.json", "pytorch_model.bin.index.json", "training_args.bin"}
+#: The heatmap of per-group weights a merged folder holds when the merge had them.
+GROUP_WEIGHTS_PLOT = "group_weights.png"
 DTYPES = LazyMapping(lambda: {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16})
 
 
@@ -89,6 +91,10 @@ class MergePlan:
     #: merges every tensor (``dataclasses.replace(plan, agreement_shortcut=False)``); the
     #: two differ at most by the strategy's float rounding on the agreed tensors.
     agreement_shortcut: bool = True
+    #: Weights per group of tensors (:class:`~merginguriel_core.groups.GroupWeights`, sources
+    #: in the order of ``sources``, each group summing to 1): a tensor of a listed group is
+    #: merged with its group's weights, every other tensor with the sources' weights.
+    group_weights: Any = None
 
     @property
     def weights(self) -> tuple[tuple[str, float], ...]:
@@ -317,10 +323,27 @@ class _TensorMerger:
         self.plan, self.readers, self.base, self.device = plan, readers, base, plan.device
         self.chunk_bytes, self.prepared = chunk_bytes, prepared
         self.weights = torch.tensor([s.weight for s in plan.sources], dtype=torch.float32, device=plan.device)
+        #: The weights of each listed tensor group, as tensors on the merge device.
+        self._group_weights: dict[str, torch.Tensor] = {}
         #: Raw first chunks that :meth:`agrees` read, by (input index, name, start), until used.
         self._read_ahead: dict[tuple[int, str, int], torch.Tensor] = {}
         #: Seconds :meth:`agrees` spent on tensors that differ, beyond the reads the merge reuses.
         self.check_seconds = 0.0
+
+    def weights_for(self, name: str) -> torch.Tensor:
+        """The weights tensor ``name`` is merged with: its group's (:attr:`MergePlan.group_weights`)
+        when its group is listed, else the sources' weights."""
+        groups = self.plan.group_weights
+        if groups is None:
+            return self.weights
+        from merginguriel_core.groups import tensor_group
+
+        group = tensor_group(name, groups.grouping)
+        if group not in groups.groups:
+            return self.weights
+        if group not in self._group_weights:
+            self._group_weights[group] = torch.tensor(groups.groups[group], dtype=torch.float32, device=self.device)
+        return self._group_weights[group]
 
     def _inputs(self, name: str) -> list[TensorSource | BaseView]:
         """The sources, then the base when it has ``name``: what a chunk of ``name`` holds."""
@@ -407,7 +430,7 @@ class _TensorMerger:
                 stop=stop,
                 sources=sources,
                 base=base,
-                weights=self.weights,
+                weights=self.weights_for(name),
                 params=self.plan.params,
                 generator=generator,
                 prepared=self.prepared,
@@ -432,7 +455,7 @@ class _TensorMerger:
         return TensorJob(
             name=name,
             shape=shape,
-            weights=self.weights,
+            weights=self.weights_for(name),
             params=self.plan.params,
             has_base=self.base is not None and name in self.base,
             _chunks=chunks,
@@ -477,6 +500,11 @@ def _details_text(details: Mapping[str, Any]) -> str:
     lines += ["", f"{'Source':<12} {'Weight':>8}  Path"]
     for source in details["sources"]:
         lines.append(f"{source['locale']:<12} {source['weight']:>8.4f}  {source['path']}")
+    if details.get("group_weights"):
+        from merginguriel_core.groups import GroupWeights
+
+        groups = GroupWeights.from_json(details["group_weights"])
+        lines += ["", f"Weights per tensor group ({groups.grouping}; {GROUP_WEIGHTS_PLOT})", groups.table()]
     lines += ["", "Packages     " + ", ".join(f"{k} {v}" for k, v in details["packages"].items())]
     return "\n".join(lines) + "\n"
 
@@ -635,6 +663,7 @@ def _details(plan: MergePlan, copied: list[str], tensors: int, nbytes: int, seco
             "seed": plan.seed,
             "chunk_bytes": chunk_bytes,
             "data": plan.data.describe() if plan.data is not None else None,
+            "group_weights": plan.group_weights.to_json() if plan.group_weights is not None else None,
             "tensors": tensors,
             "bytes": nbytes,
             "seconds": round(seconds, 3),
@@ -722,6 +751,9 @@ def _run(plan: MergePlan, output: Path | None, in_memory: bool) -> tuple[dict[st
         if tmp_dir is not None:
             (tmp_dir / "merge_details.json").write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")
             (tmp_dir / "merge_details.txt").write_text(_details_text(details), encoding="utf-8")
+            if plan.group_weights is not None:
+                plan.group_weights.plot(tmp_dir / GROUP_WEIGHTS_PLOT,
+                                        f"Merge weights per tensor group ({plan.strategy.name})")
     return (memory.tensors if memory is not None else None), details
 
 

@@ -144,11 +144,13 @@ def _alternatives(kind: str, registry: Any) -> list[Any]:
 
 
 def choose_sources(options: SelectionOptions, models: ModelsLike, *, registry: Any = None,
-                   given: Iterable[str] | None = None) -> tuple[Selection, dict[str, ModelRef]]:
+                   given: Iterable[str] | None = None, base_model: Any = None,
+                   device: str = "auto") -> tuple[Selection, dict[str, ModelRef]]:
     """Collect the source models and run ``options.weighting`` over them.
 
     ``given``: the options the user set explicitly (the CLI knows; default: those that differ
     from their defaults); one the weighting does not read is refused, so none is ignored.
+    ``base_model`` and ``device`` reach weightings that run models.
     """
     from merginguriel_core.languages import resolve_language
 
@@ -157,7 +159,8 @@ def choose_sources(options: SelectionOptions, models: ModelsLike, *, registry: A
     check_weighting_options(weighting, options.given() if given is None else given, target,
                             _alternatives("weighting", registry))
     refs = model_refs(models)
-    return select_sources(weighting, options, available=list(refs)), refs
+    return select_sources(weighting, options, available=list(refs), models={l: r.location for l, r in refs.items()},
+                          base_model=base_model, device=device), refs
 
 
 def _given_strategy_options(base_model: Any, data: LabelledData | None, seed: int) -> set[str]:
@@ -187,6 +190,7 @@ def plan_merge(
     registry: Any = None,
     given: Iterable[str] | None = None,
     fetch: bool = True,
+    group_weights: Any = None,
 ) -> "MergePlan":
     """Resolve and check a merge; return its frozen plan for :func:`~merginguriel_core.merge.run_merge`.
 
@@ -201,6 +205,9 @@ def plan_merge(
     it, options that differ from their defaults count as given.
     ``fetch=False`` leaves hub ids unfetched (a dry run); :func:`fetch_models` fetches later.
     ``output=None`` plans without an output (to look at the sources); such a plan cannot run.
+    ``group_weights`` (:class:`~merginguriel_core.groups.GroupWeights` over the same
+    sources) gives some tensor groups their own weights; a selection whose weighting returned
+    them brings its own.
 
     Every check that needs no model file runs first, and all their problems are reported
     together; then the sources are selected, and (with ``fetch``) their folders resolved.
@@ -226,7 +233,7 @@ def plan_merge(
     problems.raise_any()
 
     chosen: MergeStrategy = resolved["strategy"]
-    picked, refs, chosen_selection = _merge_sources(selection, sources, models, registry, given)
+    picked, refs, chosen_selection = _merge_sources(selection, sources, models, registry, given, base_model, resolved["device"])
     if base_model is None and chosen.needs_base and refs:
         base_model = _default_base([s.locale for s in picked], refs)
     chosen.check(resolved["params"], len(picked), resolved.get("data"))
@@ -239,8 +246,15 @@ def plan_merge(
     if chosen_selection is not None and isinstance(selection, SelectionOptions):
         weighting = resolve_plugin("weighting", selection.weighting, registry)
         details["plugins"]["weighting"] = plugin_provenance("weighting", weighting, registry)
+    if chosen_selection is not None and chosen_selection.group_weights is not None:
+        if group_weights is not None:
+            raise ConfigError(f"weighting {chosen_selection.weighting!r} gives its own group weights; "
+                              f"do not pass group_weights as well")
+        group_weights = chosen_selection.group_weights
+    if group_weights is not None:
+        group_weights = group_weights.normalised().reordered(s.locale for s in picked)
     plan = MergePlan(
-        sources=picked, strategy=chosen, output=output, params=resolved["params"],
+        sources=picked, strategy=chosen, output=output, params=resolved["params"], group_weights=group_weights,
         base=Path(base_model) if base_model is not None else None, device=resolved["device"], dtype=dtype,
         chunk_bytes=resolved["chunk_bytes"], max_shard_bytes=resolved["max_shard_bytes"], overwrite=overwrite,
         seed=seed, progress=progress, data=resolved.get("data"), details=details, selection=chosen_selection,
@@ -303,7 +317,8 @@ def _strategy_settings(problems: Problems, resolved: dict[str, Any], params: Map
 
 
 def _merge_sources(selection: SelectionOptions | Selection | None, sources: Iterable[Any] | None,
-                   models: ModelsLike | None, registry: Any, given: Iterable[str] | None):
+                   models: ModelsLike | None, registry: Any, given: Iterable[str] | None, base_model: Any = None,
+                   device: Any = "auto"):
     """``(sources with normalised weights, model refs, the selection or None)``."""
     from merginguriel_core.merge import SourceModel
 
@@ -314,7 +329,8 @@ def _merge_sources(selection: SelectionOptions | Selection | None, sources: Iter
     if models is None:
         raise ConfigError("a selection needs the models it chooses from (--models, --registry or --model)")
     if isinstance(selection, SelectionOptions):
-        chosen, refs = choose_sources(selection, models, registry=registry, given=given)
+        chosen, refs = choose_sources(selection, models, registry=registry, given=given, base_model=base_model,
+                                      device=str(device))
     else:
         chosen, refs = selection, model_refs(models)
     picked = tuple(SourceModel(locale, Path(refs[locale].location), weight) for locale, weight in chosen.weights)
@@ -477,7 +493,7 @@ def plan_ensemble(
         resolved["nxn"] = _nxn_matrix_file(nxn, baselines)
     problems.raise_any()
     if isinstance(selection, SelectionOptions):
-        chosen, refs = choose_sources(selection, models, registry=registry, given=given)
+        chosen, refs = choose_sources(selection, models, registry=registry, given=given, device=str(resolved["device"]))
     else:
         chosen, refs = selection, model_refs(models)
     if chosen is not None:

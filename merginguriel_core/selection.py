@@ -47,9 +47,24 @@ def check_options_read(given: Iterable[str], universe: Iterable[str], read: Iter
 
 def check_weighting_options(weighting: Weighting, given: Iterable[str], target: str | None,
                             alternatives: Iterable[Weighting] = ()) -> None:
-    """:func:`check_options_read` for a weighting's shared selection options."""
+    """:func:`check_options_read` for a weighting's shared selection options (and the target text)."""
+    given = set(given)
+    alternatives = list(alternatives)
     check_options_read(given, SELECTION_OPTIONS, weighting.options_read(target), f"--weighting {weighting.name}",
                        {other.name: other.options_read(target) for other in alternatives})
+    if "target_text" in given and not weighting.needs_target_text:
+        check_target_text(weighting, True, [other.name for other in alternatives if other.needs_target_text])
+
+
+def check_target_text(weighting: Weighting, given: bool, readers: Iterable[str] = (), option: str = "--target-text") -> None:
+    """Target text goes with exactly the weightings that read it: refuse it unread, or missing."""
+    if given and not weighting.needs_target_text:
+        hint = f" (read by {', '.join(sorted(readers))})" if readers else ""
+        raise ConfigError(f"{option} is not read by --weighting {weighting.name}{hint}; drop it, or choose a "
+                          f"weighting that reads it")
+    if weighting.needs_target_text and not given:
+        raise ConfigError(f"weighting {weighting.name!r} needs unlabelled target text; pass --target-text FILE "
+                          f"(one sentence per line) or --target-text-split SPLIT (a split of --data-dir, labels unused)")
 
 
 def similarity_matrix_for(request: WeightingRequest) -> SimilarityMatrix:
@@ -125,6 +140,9 @@ class SelectionOptions:
     similarity_matrix: Path | None = None
     source_langs: tuple[str, ...] | None = None
     manual_weights: Mapping[str, float] | None = None
+    #: Unlabelled target-language text (:class:`~merginguriel_core.target_text.TargetText`),
+    #: for the weightings that read it.
+    target_text: Any = None
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a plan built from these options cannot change under its run.
@@ -137,8 +155,10 @@ class SelectionOptions:
             object.__setattr__(self, "similarity_matrix", Path(self.similarity_matrix))
 
     def check(self) -> None:
-        """The ranges of the numeric options (:func:`check_selection_options`)."""
+        """The ranges of the numeric options (:func:`check_selection_options`), and the target text."""
         check_selection_options(self.top_k, self.sinkhorn_iters, self.num_languages)
+        if self.target_text is not None:
+            self.target_text.check()
 
     def given(self) -> frozenset[str]:
         """The option names (``top_k``, ``weights``, ...) set to something other than their
@@ -146,7 +166,8 @@ class SelectionOptions:
         defaults = SelectionOptions()
         names = {"top_k", "sinkhorn_iters", "num_languages", "include_target", "features", "similarity_matrix"}
         given = {name for name in names if getattr(self, name) != getattr(defaults, name)}
-        return frozenset(given | ({"weights"} if self.manual_weights else set()))
+        return frozenset(given | ({"weights"} if self.manual_weights else set())
+                         | ({"target_text"} if self.target_text is not None else set()))
 
 
 #: The option defaults, from :class:`SelectionOptions` (the CLI declares its options with these).
@@ -174,6 +195,13 @@ class Selection:
     def notes(self) -> list[str]:
         return self.result.notes
 
+    @property
+    def group_weights(self):
+        """The weighting's per-group weights (:class:`~merginguriel_core.groups.GroupWeights`),
+        normalised, sources in the order of :attr:`weights`; ``None`` when it gave none."""
+        groups = self.result.group_weights
+        return None if groups is None else groups.normalised().reordered(locale for locale, _ in self.weights)
+
 
 def normalised(weights: Iterable[tuple[str, float]], owner: str = "the weights") -> tuple[tuple[str, float], ...]:
     """``(locale, weight)`` pairs scaled to sum to 1: the one place a merge's weights are normalised.
@@ -193,17 +221,22 @@ def normalised(weights: Iterable[tuple[str, float]], owner: str = "the weights")
 
 
 def select_sources(weighting: Weighting, options: SelectionOptions | None = None, *,
-                   available: Iterable[str], **changes: Any) -> Selection:
+                   available: Iterable[str], models: Mapping[str, Any] | None = None, base_model: Any = None,
+                   device: str = "auto", **changes: Any) -> Selection:
     """Resolve codes, narrow the ``available`` locales, run ``weighting`` and check its result.
 
     ``changes`` replace fields of ``options`` (default :class:`SelectionOptions`), so
     ``select_sources(w, available=..., target="sw-KE", num_languages=3)`` reads as it should.
+    ``models`` (locale -> folder or hub id), ``base_model`` and ``device`` reach the
+    weightings that read the models (``adamerging``, ``representation``).
     """
     options = replace(options or SelectionOptions(), **changes)
     options.check()
     target_locale = resolve_language(options.target).locale if options.target else None
     if weighting.needs_target and target_locale is None:
         raise ConfigError(f"weighting {weighting.name!r} needs --target-lang")
+    check_target_text(weighting, options.target_text is not None,
+                      option=getattr(options.target_text, "option", "--target-text"))
     candidates = _candidates(options, target_locale, [resolve_language(code).locale for code in available])
     request = WeightingRequest(
         target=target_locale,
@@ -216,9 +249,16 @@ def select_sources(weighting: Weighting, options: SelectionOptions | None = None
         similarity_matrix=options.similarity_matrix,
         manual_weights=_manual_weights(options.manual_weights),
         params=resolve_params(weighting.params, options.weighting_params, f"weighting {weighting.name!r}"),
+        target_text=options.target_text,
+        models={resolve_language(code).locale: str(location) for code, location in (models or {}).items()},
+        base_model=None if base_model is None else str(base_model),
+        device=device,
     )
     result = weighting.compute(request)
     _check_result(weighting.name, result, set(candidates))
+    if result.group_weights is not None and sorted(result.group_weights.locales) != sorted(l for l, _ in result.weights):
+        raise ConfigError(f"weighting {weighting.name!r} gave group weights for {', '.join(result.group_weights.locales)}"
+                          f" but chose {', '.join(l for l, _ in result.weights)}")
     unused = [code for code in candidates if code not in dict(result.weights)]
     if unused and options.source_langs:
         result.notes.append(f"not used (weight 0 or beyond --num-languages): {', '.join(unused)}")
