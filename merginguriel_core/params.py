@@ -50,6 +50,8 @@ class Param:
         return value
 
     def _convert(self, raw: Any, owner: str) -> Any:
+        if raw is None and self.default is None:  # "not set", for a param whose default is unset
+            return None
         if not isinstance(raw, str):
             if self.type is float and isinstance(raw, int) and not isinstance(raw, bool):
                 return float(raw)

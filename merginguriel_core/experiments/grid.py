@@ -132,6 +132,9 @@ def definition(context: "Context", cell: Cell) -> dict[str, Any]:
                    "selection": {"weighting": selection.weighting, "params": dict(selection.params),
                                  "options": options, "sources": selection.sources, "draw": cell.draw},
                    "candidates": context.candidates(cell.target)}
+        if context.reads_target_text(selection):
+            common["target_text"] = context.target_text_fingerprint(cell.target)
+            common["base"] = spec.models.base.name if spec.models.base is not None else None
         if cell.kind in ("merge", "iterative"):
             common["data"] |= {"statistics_split": data.statistics_split}
             common["base"] = spec.models.base.name if spec.models.base is not None else None
@@ -259,8 +262,24 @@ class Context:
         if chosen.sources == "all":
             return select_sources(weighting, options, available=candidates, target=None,
                                   source_langs=tuple(candidates), weighting_params=params)
+        text = self.spec.text_for_weightings() if weighting.needs_target_text else None
         return select_sources(weighting, options, available=candidates, target=cell.target,
-                              include_target=not self.spec.leave_target_out, weighting_params=params)
+                              include_target=not self.spec.leave_target_out, weighting_params=params,
+                              target_text=text, models=self.models, base_model=self.spec.models.base,
+                              device=self.spec.device)
+
+    def reads_target_text(self, selection) -> bool:
+        """Whether ``selection``'s weighting reads the spec's target text."""
+        return bool(self.spec.target_text) and self.registry.get("weighting", selection.weighting).needs_target_text
+
+    def target_text_fingerprint(self, target: str) -> str:
+        """A hash of the target text a cell's weighting reads (or why it cannot be read)."""
+        from merginguriel_core.target_text import fingerprint
+
+        try:
+            return fingerprint(self.spec.text_for_weightings().sentences(target, self.registry))
+        except MergingUrielError as exc:
+            return f"unavailable: {first_line(exc)}"
 
 
 def run_nxn_row(context: Context, task: Task) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ SELECTION_KEYS = ("top_k", "sinkhorn_iters", "num_languages", "features", "simil
 #: What a selection's name or a method's label may hold: they become parts of cell names and folders.
 NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 TOP_KEYS = ("name", "models", "data", "targets", "leave_target_out", "selection", "selections", "strategies",
-            "voting", "iterative", "training", "baselines", "seed", "device", "description")
+            "voting", "iterative", "training", "target_text", "baselines", "seed", "device", "description")
 #: What an ``iterative:`` entry may set besides strategy, label, params and selections
 #: (:class:`~merginguriel_core.iterative.IterativeOptions`), and ``compare_with``: the label
 #: of the ``strategies:`` entry that is its one-shot counterpart.
@@ -138,10 +138,25 @@ class ExperimentSpec:
     source: Path | None = None
     #: Fine-tuning settings of the iterative entries (:data:`TRAINING_KEYS`).
     training: Mapping[str, Any] = field(default_factory=dict)
+    #: Unlabelled target text for the weightings that read it: ``{"split": "dev"}`` (of the
+    #: data, labels unused) or ``{"file": path}`` (``{locale}`` in it is each target's locale).
+    target_text: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "selection", _frozen(self.selection))
         object.__setattr__(self, "training", _frozen(self.training))
+        object.__setattr__(self, "target_text", _frozen(self.target_text))
+
+    def text_for_weightings(self):
+        """:attr:`target_text` as a :class:`~merginguriel_core.target_text.TargetText` over the
+        spec's data (``None`` without one)."""
+        from merginguriel_core.target_text import TargetText
+
+        if not self.target_text:
+            return None
+        location = self.data.data_dir if self.data.data_dir is not None else self.data.data_file
+        return TargetText(file=self.target_text.get("file"), split=self.target_text.get("split"),
+                          dataset=self.data.dataset, location=str(location) if location is not None else None)
 
     def digest(self) -> str:
         """A short hash of the checked spec (paths relative to the spec's folder, so a clone
@@ -149,7 +164,8 @@ class ExperimentSpec:
         left empty (no ``training:``, a method without ``options``) are not part of it, so a
         spec keeps its digest across versions that add such settings."""
         root = self.source.parent if self.source is not None else Path.cwd()
-        content = {k: v for k, v in _plain(self, root).items() if k != "source" and not (k == "training" and not v)}
+        content = {k: v for k, v in _plain(self, root).items()
+                   if k != "source" and not (k in ("training", "target_text") and not v)}
         content["methods"] = [{k: v for k, v in m.items() if not (k == "options" and not v)} for m in content["methods"]]
         text = json.dumps(content, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -251,6 +267,7 @@ def check_spec(data: Any, *, source: Path | None = None, registry: Any = None) -
         check.add("", "name at least one merge strategy (strategies:), voting method (voting:) or iterative run "
                       "(iterative:)")
     training = _training(check, top.get("training"), top.get("seed", 0))
+    target_text = _target_text(check, top.get("target_text"), root, selections, registry)
     _check_compared(check, methods)
     baselines = _baselines(check, top.get("baselines", list(BASELINES)))
     leave_out = top.get("leave_target_out", True)
@@ -267,9 +284,38 @@ def check_spec(data: Any, *, source: Path | None = None, registry: Any = None) -
     spec = ExperimentSpec(
         name=str(name), models=models, data=data_spec, targets=targets, selections=tuple(selections),
         methods=tuple(methods), leave_target_out=leave_out, selection=shared, baselines=baselines, seed=seed,
-        device=str(device), source=source, training=training,
+        device=str(device), source=source, training=training, target_text=target_text,
     )
     return spec
+
+
+def _target_text(check: _Checker, value: Any, root: Path, selections: list[SelectionSpec],
+                 registry: Any) -> dict[str, Any]:
+    """``target_text:`` (``split`` or ``file``), given exactly when a selection's weighting reads it."""
+    from merginguriel_core.target_text import SPLITS
+
+    readers, others = [], []
+    for index, selection in enumerate(selections):
+        try:
+            reads = registry.get("weighting", selection.weighting).needs_target_text
+        except MergingUrielError:
+            continue  # reported at the selection
+        (readers if reads else others).append((index, selection))
+    given = check.mapping(value, "target_text", ("split", "file")) if value is not None else {}
+    if value is not None and isinstance(value, Mapping) and ("split" in given) == ("file" in given):
+        check.add("target_text", "give split (a split of the data, labels unused) or file (one sentence per line; "
+                                 "{locale} is each target's locale), one of them")
+    if "split" in given and given["split"] not in SPLITS:
+        check.add("target_text.split", f"unknown split {given['split']!r}; allowed: {', '.join(SPLITS)}")
+    if "file" in given:
+        given["file"] = _path(given["file"], root)
+    if readers and not given:
+        index, selection = readers[0]
+        check.add(f"selections[{index}]", f"weighting {selection.weighting!r} needs unlabelled target text; "
+                                          f"give target_text: {{split: dev}} or {{file: PATH}}")
+    if given and not readers:
+        check.add("target_text", "no selection reads it (weightings adamerging and representation do); drop it")
+    return given
 
 
 def _training(check: _Checker, value: Any, seed: Any) -> dict[str, Any]:
