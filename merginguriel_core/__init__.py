@@ -34,6 +34,7 @@ _EXPORTS = {
     # training
     "TrainingConfig": "training", "IterativeOptions": "iterative", "IterativePlan": "iterative",
     "IterativeResult": "iterative", "plan_iterative": "iterative", "run_iterative": "iterative",
+    "TargetText": "target_text", "GroupWeights": "groups",
     # plugins and errors
     "Registry": "plugins", "load_plugins": "plugins", "Param": "params",
     "MergingUrielError": "errors", "ConfigError": "errors",

@@ -35,6 +35,8 @@ def test_every_snippet_of_the_python_api_page_runs(tmp_path, monkeypatch):
     assert namespace["result"].metrics["accuracy"] >= 0 and len(namespace["result"].predictions) == 4
     assert namespace["metrics"]["examples"] == 4
     assert len(namespace["table"].selected) == 3
+    assert "['embeddings', 'layer.0', 'head']" in output
+    assert (tmp_path / "merged-sw-ada" / "group_weights.png").is_file()
     assert "[2, 4] 8" in output and (tmp_path / "iterative-sw" / "model" / "model.safetensors").is_file()
 
 
