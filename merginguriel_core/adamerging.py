@@ -134,6 +134,9 @@ def learn_group_weights(
     optimiser = torch.optim.Adam([logits], lr=learning_rate)
     order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(seed)).tolist()
     batches = [[sentences[i] for i in order[at:at + batch_size]] for at in range(0, len(order), batch_size)]
+    from merginguriel_core.training import token_limit
+
+    max_length = token_limit(model, max_length)
     encoded = [{k: v.to(device) for k, v in tokenizer(batch, padding=True, truncation=True, max_length=max_length,
                                                        return_tensors="pt").items()} for batch in batches]
 

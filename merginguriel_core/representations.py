@@ -88,13 +88,16 @@ class Encoder:
                     return np.load(path, allow_pickle=False)
                 except (OSError, ValueError):
                     pass  # a damaged entry is recomputed
+        from merginguriel_core.training import token_limit
+
         model, tokenizer = self._load()
         layer = self.layer_index()
+        limit = token_limit(model, self.max_length)
         pieces = []
         with torch.no_grad():
             for at in range(0, len(sentences), self.batch_size):
                 batch = tokenizer(list(sentences[at:at + self.batch_size]), padding=True, truncation=True,
-                                  max_length=self.max_length, return_tensors="pt").to(self.device)
+                                  max_length=limit, return_tensors="pt").to(self.device)
                 hidden = model(**batch, output_hidden_states=True).hidden_states[layer].float()
                 mask = batch["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

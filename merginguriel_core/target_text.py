@@ -121,7 +121,7 @@ def unknown_note(tokenizer: Any, sentences: Sequence[str], locale: str | None) -
     if share <= UNKNOWN_WARNING:
         return None
     return (f"{share:.0%} of the target text's tokens{' (' + locale + ')' if locale else ''} are unknown to the "
-            f"tokenizer: its script is barely covered, so the text says little")
+            f"tokenizer (a script or vocabulary it hardly covers), so the text says little")
 
 
 def fingerprint(sentences: Sequence[str]) -> str:
