@@ -292,6 +292,16 @@ def test_a_spec_runs_target_aware_selections(tmp_path, trained, zoo_dir, sib_dir
         assert 0.0 <= records[cell]["metrics"]["accuracy"] <= 1.0
     assert "target_text" in records["af-ZA/merge-linear@adamerging"]["definition"]
     assert "target_text" not in records["af-ZA/merge-linear@softmax"]["definition"]
+    # The report sets each target-text selection beside the same method under softmax.
+    from merginguriel_core.experiments.report import write_report
+
+    report = write_report(tmp_path / "results", tmp_path / "report")
+    by_method = {entry["method"]: entry for entry in report.summary}
+    compared = by_method["merge-linear@adamerging"]["comparisons"]["softmax"]
+    assert compared["n"] == 1 and compared["against"] == "merge-linear@softmax"
+    assert "softmax" not in by_method["merge-linear@softmax"]["comparisons"]
+    assert "Does a method that reads target text beat the same method under softmax?" in \
+        (tmp_path / "report" / "report.md").read_text()
 
 
 def test_a_spec_gives_target_text_exactly_to_the_selections_that_read_it(tmp_path, trained, zoo_dir, sib_dir, registry):

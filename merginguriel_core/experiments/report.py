@@ -7,8 +7,9 @@ and writes into ``RESULTS/report`` (or ``output``):
   random selection as one row, their mean, spread and count), the metric, and per
   comparison its value and the row's gain over it. The comparisons: the baseline cells
   (``own``, ``english``, ``closest``, ``oracle``), ``best_source`` (the best N×N result on
-  the target among the row's own sources) and the same method under the ``average`` and
-  the ``random`` selection;
+  the target among the row's own sources), the same method under the ``average`` and
+  the ``random`` selection, and, for a selection that reads the target text, under ``uriel``
+  and ``softmax``;
 - ``summary.csv``: per method and comparison, a paired test across targets: the mean gain
   with a paired bootstrap 95% interval (targets resampled with replacement), wins, ties and
   losses, and a two-sided Wilcoxon signed-rank test;
@@ -50,7 +51,9 @@ PLOT_FILES = {"similarity": "similarity.png", "nxn": "nxn.png", "targets": "targ
 #: Every file a report writes: an existing one is replaced only with ``overwrite``.
 REPORT_FILES = (CSV_FILE, SUMMARY_FILE, JSON_FILE, MARKDOWN_FILE, *PLOT_FILES.values())
 #: What each method is compared with: the baseline cells, then the references the grid itself holds.
-COMPARISONS = (*BASELINES, "best_source", "average", "random", "one_shot")
+COMPARISONS = (*BASELINES, "best_source", "average", "random", "one_shot", "uriel", "softmax")
+#: The comparisons with the same method under another selection of the spec (named by the weighting).
+SELECTION_REFERENCES = ("average", "random", "uriel", "softmax")
 #: The comparisons that are one model (the row names which).
 MODEL_COMPARISONS = (*BASELINES, "best_source")
 #: Weightings that weight sources by URIEL similarity (for the headline questions).
@@ -154,17 +157,36 @@ def _check_metric(found: _Results, metric: str) -> None:
 
 
 def reference_selections(spec: Mapping[str, Any]) -> dict[str, str]:
-    """The selection names of the ``average`` and ``random`` references: the spec's selections
-    with those weightings (one named after its weighting first; ``sources: all`` is not one)."""
+    """The selection names of the ``average``, ``random``, ``uriel`` and ``softmax`` references:
+    the spec's selections with those weightings (one named after its weighting first; ``sources:
+    all`` is not one)."""
     selections = [s for s in spec.get("selections") or () if s.get("sources") != "all"]
     if not selections:  # no spec to read: the selections go by their default names
         return {"average": "average", "random": "random"}
     found = {}
-    for weighting in ("average", "random"):
+    for weighting in SELECTION_REFERENCES:
         named = sorted((s for s in selections if s.get("weighting") == weighting), key=lambda s: s["name"] != weighting)
         if named:
             found[weighting] = named[0]["name"]
     return found
+
+
+def target_text_selections(spec: Mapping[str, Any]) -> set[str]:
+    """The selection names whose weighting reads the spec's unlabelled target text: each is
+    compared with the same method under the ``uriel`` and ``softmax`` selections."""
+    if not spec.get("target_text"):
+        return set()
+    from merginguriel_core.errors import MergingUrielError
+    from merginguriel_core.plugins import get_registry
+
+    names = set()
+    for selection in spec.get("selections") or ():
+        try:
+            if get_registry().get("weighting", selection.get("weighting")).needs_target_text:
+                names.add(selection["name"])
+        except MergingUrielError:
+            continue
+    return names
 
 
 def uriel_selections(spec: Mapping[str, Any]) -> set[str]:
@@ -227,6 +249,7 @@ def _rows(found: _Results, metric: str, matrix: SimilarityMatrix | None
     planned_cells = set(found.expected)
     with_nxn = {parse_cell_key(key).target for key in found.expected if "/nxn-" in key}
     references = reference_selections(found.spec)
+    reads_text = target_text_selections(found.spec)
     rows, planned = [], {}
     for (target, name), entries in groups.items():
         cell = entries[0][0]
@@ -256,11 +279,12 @@ def _rows(found: _Results, metric: str, matrix: SimilarityMatrix | None
         wanted = {b for b in BASELINES if f"{target}/baseline-{b}" in planned_cells}
         if target in with_nxn:
             wanted.add("best_source")
-        for reference in ("average", "random"):
+        for reference in SELECTION_REFERENCES:
             selection = references.get(reference)
             other = (target, f"{cell.kind}-{cell.method}@{selection}")
             value = None
-            if selection is not None and selection != cell.selection and other in groups:
+            applies = reference in ("average", "random") or cell.selection in reads_text
+            if applies and selection is not None and selection != cell.selection and other in groups:
                 wanted.add(reference)
                 value = _mean([v for v in (_metric_value(r, metric) for _, r in groups[other]) if v is not None])
             row[reference] = value
@@ -439,6 +463,8 @@ def headlines(summary: list[dict[str, Any]], references: Mapping[str, str], urie
         ("Does voting beat the English model?", "english", lambda e: e["kind"] == "vote"),
         ("Does iterative training beat a one-shot merge of the same sources?", "one_shot",
          lambda e: e["kind"] == "iterative"),
+        ("Does a method that reads target text beat the same method under uriel?", "uriel", lambda e: True),
+        ("Does a method that reads target text beat the same method under softmax?", "softmax", lambda e: True),
     ]
     questions = []
     for question, comparison, wanted in asked:
