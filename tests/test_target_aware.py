@@ -163,6 +163,16 @@ def test_adamerging_with_zero_steps_keeps_the_start_in_every_group(trained, tmp_
         assert weights == pytest.approx([start[locale] for locale in plan.group_weights.locales], abs=1e-6)
 
 
+def test_adamerging_with_zero_steps_is_the_start_weightings_merge(trained, tmp_path, registry):
+    plan = _ada(trained, TargetText(file=_text(tmp_path, SENTENCES)), registry, steps=0)
+    start = plan_merge(None, selection=SelectionOptions(target="af-ZA", weighting="softmax",
+                                                        source_langs=("de-DE", "nl-NL", "sw-KE")),
+                       models=trained, registry=registry, progress=False)
+    assert dict(plan.weights) == pytest.approx(dict(start.weights))
+    ours, theirs = merge_state_dict(plan), merge_state_dict(start)
+    assert all(torch.allclose(ours[name], theirs[name], atol=1e-6) for name in ours)
+
+
 def test_adamerging_keeps_identical_sources_at_their_start(zoo_dir, tmp_path, registry):
     models = tmp_path / "same"
     for locale in ("de-DE", "nl-NL"):
