@@ -67,11 +67,14 @@ def _differing(paths: Sequence[Path], names: list[str], device: torch.device) ->
         for name in names:
             if not readers[0].info(name).dtype.is_floating_point:
                 continue
-            tensors = [reader.get(name) for reader in readers]
-            if all(_same_bytes(tensors[0], other) for other in tensors[1:]):
+            first = readers[0].get(name)
+            # Compared one source at a time, so an agreed tensor (a frozen embedding matrix) is
+            # never held K times; a differing one is read again, whole, to be stacked.
+            if all(_same_bytes(first, reader.get(name)) for reader in readers[1:]):
                 fixed += 1
                 continue
-            stacked[name] = torch.stack([t.to(torch.float32) for t in tensors]).to(device)
+            stacked[name] = torch.stack([first.to(torch.float32)] + [reader.get(name).to(torch.float32)
+                                                                     for reader in readers[1:]]).to(device)
     finally:
         for reader in readers:
             reader.close()
