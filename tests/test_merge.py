@@ -167,7 +167,7 @@ def test_label_spaces_must_agree(runner, zoo_copy, tmp_path):
         (("--target-lang", "sw-KE", "--top-k", "0"), "--top-k must be at least 1, got 0"),
         (("--target-lang", "sw-KE", "--num-languages", "0"), "--num-languages must be at least 1, got 0"),
         (("--target-lang", "sw-KE", "--strategy", "nope"), "unknown --strategy 'nope'; available: "),
-        (("--target-lang", "sw-KE", "--weighting", "nope"), "unknown --weighting 'nope'; available: average, learned, local_sinkhorn, manual, proportional, random, softmax, uriel"),
+        (("--target-lang", "sw-KE", "--weighting", "nope"), "unknown --weighting 'nope'; available: adamerging, average, learned, local_sinkhorn, manual, proportional, random, representation, softmax, uriel"),
         (("--target-lang", "sw-XX"), "unknown language code 'sw-XX'"),
         (("--target-lang", "sw-KE", "--param", "density=0.5"), "unknown parameter 'density' for strategy 'linear'; allowed: none"),
         (("--target-lang", "sw-KE", "--weighting", "softmax", "--param", "temperature=2"),

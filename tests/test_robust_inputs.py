@@ -21,11 +21,11 @@ def _error(result) -> str:
 # ------------------------------------------------------------- options not read
 @pytest.mark.parametrize("args, message", [
     (("--target-lang", "de-DE", "--weights", "nl-NL=1"),
-     "--weights is not read by --weighting uriel (read by manual)"),
+     "--weights is not read by --weighting uriel (read by adamerging, manual)"),
     (("--weighting", "manual", "--weights", "nl-NL=1", "--top-k", "3"),
-     "--top-k is not read by --weighting manual (read by learned, local_sinkhorn, proportional, softmax, uriel)"),
+     "--top-k is not read by --weighting manual (read by adamerging, learned, local_sinkhorn, proportional, softmax, uriel)"),
     (("--target-lang", "de-DE", "--weighting", "softmax", "--sinkhorn-iters", "5"),
-     "--sinkhorn-iters is not read by --weighting softmax (read by average, local_sinkhorn, uriel)"),
+     "--sinkhorn-iters is not read by --weighting softmax (read by adamerging, average, local_sinkhorn, uriel)"),
     (("--weighting", "average", "--features", "phonology_knn"),  # no target: average takes every model
      "--features is not read by --weighting average"),
     (("--target-lang", "de-DE", "--base-model", "{zoo}/base"),
@@ -53,7 +53,7 @@ def test_options_that_are_read_still_work(runner, zoo_dir, tmp_path):
 def test_ensemble_and_explain_refuse_weights_without_manual(runner, zoo_dir, tmp_path):
     result = run_cli(runner, "ensemble", "--target-lang", "de-DE", "--models", zoo_dir, "--data-dir", tmp_path,
                      "--weights", "nl-NL=1")
-    assert "--weights is not read by --weighting uriel (read by manual)" in _error(result)
+    assert "--weights is not read by --weighting uriel (read by adamerging, manual)" in _error(result)
     result = run_cli(runner, "similarity", "--target-lang", "de-DE", "--explain", "--weighting", "manual",
                      "--weights", "nl-NL=1", "--top-k", "4", "--plot", tmp_path / "p.png")
     assert "--top-k is not read by --weighting manual" in _error(result) and not (tmp_path / "p.png").exists()

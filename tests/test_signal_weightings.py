@@ -255,8 +255,8 @@ def test_explain_json_and_existing_plot(runner, zoo_dir, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--weighting", "softmax"), "--weighting, --weighting-param, --weights, --source-langs and --plot go with --explain"),
-    (("--explain", "--weighting", "nope"), "unknown --weighting 'nope'; available: average, learned, local_sinkhorn"),
+    (("--weighting", "softmax"), "--weighting, --weighting-param, --weights, --source-langs, --target-text, --target-text-split, --data-dir and --plot go with --explain"),
+    (("--explain", "--weighting", "nope"), "unknown --weighting 'nope'; available: adamerging, average, learned, local_sinkhorn"),
     (("--explain", "--plot", "x.jpg"), "--plot x.jpg must end in .png"),
     (("--explain", "--weighting", "softmax", "--weighting-param", "temperature=-1"), "temperature"),
 ])
