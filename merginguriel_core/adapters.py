@@ -1,0 +1,180 @@
+"""LoRA adapter folders (peft's format) read as whole models, tensor by tensor.
+
+A peft LoRA folder holds ``adapter_config.json`` and ``adapter_model.safetensors``: for each
+adapted weight W of the base model, factors ``A`` (r × in) and ``B`` (out × r), so that the
+fine-tuned weight is W + s·B·A with s = lora_alpha / r (lora_alpha / √r with rsLoRA); the
+modules it trains in full (the classifier head, ``modules_to_save``) are stored whole.
+:class:`AdapterSource` serves such a folder over its base model with the reading interface of
+:class:`~merginguriel_core.io.TensorSource` (``keys``, ``info``, ``get``, ``get_rows``), so
+the merge engine and every strategy see an ordinary model: rows ``[start, stop)`` of an
+adapted weight are the base's rows plus s·B[start:stop]·A, computed for those rows only.
+
+This is the reading side of adapter sources (issue #17); the merge engine does not open
+adapter folders yet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from merginguriel_core.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+else:
+    from merginguriel_core.lazy import torch
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: How peft prefixes the model's tensor names in an adapter file.
+PEFT_PREFIX = "base_model.model."
+
+
+def is_adapter(folder: str | Path) -> bool:
+    """Whether ``folder`` is a peft adapter folder (it has ``adapter_config.json``)."""
+    return (Path(folder) / ADAPTER_CONFIG).is_file()
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """What an adapter folder's ``adapter_config.json`` says that the maths needs."""
+
+    base_model: str | None
+    rank: int
+    alpha: float
+    target_modules: tuple[str, ...]
+    modules_to_save: tuple[str, ...]
+    rslora: bool = False
+
+    @property
+    def scale(self) -> float:
+        """s in W + s·B·A."""
+        return self.alpha / math.sqrt(self.rank) if self.rslora else self.alpha / self.rank
+
+    @classmethod
+    def read(cls, folder: str | Path) -> "LoraConfig":
+        path = Path(folder) / ADAPTER_CONFIG
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot read {path}: {error}") from None
+        if not isinstance(data, dict):
+            raise ModelError(f"{path} is not a JSON object")
+        kind = data.get("peft_type")
+        if kind != "LORA":
+            raise ModelError(f"{path}: peft_type {kind!r} is not supported; only LORA adapters are")
+        for flag in ("use_dora", "fan_in_fan_out"):
+            if data.get(flag):
+                raise ModelError(f"{path}: {flag} adapters are not supported")
+        if data.get("rank_pattern") or data.get("alpha_pattern"):
+            raise ModelError(f"{path}: per-module ranks or alphas (rank_pattern, alpha_pattern) are not supported")
+        rank = data.get("r")
+        if not isinstance(rank, int) or rank < 1:
+            raise ModelError(f"{path}: r must be a whole number >= 1, not {rank!r}")
+        targets = data.get("target_modules") or ()
+        targets = (targets,) if isinstance(targets, str) else tuple(sorted(targets))
+        return cls(data.get("base_model_name_or_path"), rank, float(data.get("lora_alpha", rank)), targets,
+                   tuple(sorted(data.get("modules_to_save") or ())), bool(data.get("use_rslora")))
+
+
+class AdapterSource:
+    """A LoRA adapter folder read as the whole model it makes of ``base`` (a folder).
+
+    Names are the adapted model's (``roberta.encoder.layer.0.attention.self.query.weight``,
+    ``classifier.dense.weight``). The base's tensors are matched to them as they are, or with
+    the one leading component the adapter's names have and the base's lack (an encoder
+    checkpoint under a classifier's ``roberta.``).
+    """
+
+    def __init__(self, folder: str | Path, base: str | Path):
+        from merginguriel_core.io import TensorSource
+
+        self.path, self.config = Path(folder), LoraConfig.read(folder)
+        weights = self.path / ADAPTER_WEIGHTS
+        if not weights.is_file():
+            raise ModelError(f"adapter folder {self.path} has no {ADAPTER_WEIGHTS}")
+        self.adapter, self.base = TensorSource(weights), TensorSource(base)
+        self.factors: dict[str, tuple[str, str]] = {}  # model name -> (A name, B name) in the adapter file
+        self.whole: dict[str, str] = {}  # model name -> name in the adapter file (modules_to_save)
+        for key in self.adapter.keys():
+            name = key.removeprefix(PEFT_PREFIX)
+            if ".lora_A." in name:
+                module, _, rest = name.partition(".lora_A.")
+                other = key.replace(".lora_A.", ".lora_B.")
+                if other not in self.adapter:
+                    raise ModelError(f"adapter {self.path}: {key} has no lora_B counterpart")
+                self.factors[f"{module}.{rest.removeprefix('default.')}"] = (key, other)
+            elif ".lora_B." not in name:
+                self.whole[name.replace(".modules_to_save.default.", ".")] = key
+        self.prefix = self._prefix()
+        self._names = [self.prefix + name for name in self.base.keys()
+                       if self.prefix + name not in self.whole]
+        self._names += sorted(self.whole)
+        missing = sorted(set(self.factors) - set(self._names))
+        if missing:
+            raise ModelError(f"adapter {self.path} adapts {missing[0]}, which base model {base} lacks")
+
+    def _prefix(self) -> str:
+        base = set(self.base.keys())
+        for name in self.factors:
+            if name in base:
+                return ""
+            head, _, rest = name.partition(".")
+            if rest in base:
+                return head + "."
+        return ""
+
+    def _base_name(self, name: str) -> str:
+        return name[len(self.prefix):] if self.prefix and name.startswith(self.prefix) else name
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def info(self, name: str):
+        if name in self.whole:
+            return self.adapter.info(self.whole[name])
+        return self.base.info(self._base_name(name))
+
+    def total_bytes(self) -> int:
+        return sum(self.info(name).nbytes for name in self._names)
+
+    def delta_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of s·B·A for an adapted weight, float32 (only those rows)."""
+        a, b = self.factors[name]
+        return self.config.scale * (self.adapter.get_rows(b, start, stop).to(torch.float32)
+                                    @ self.adapter.get(a).to(torch.float32))
+
+    def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        if name in self.whole:
+            return self.adapter.get_rows(self.whole[name], start, stop)
+        rows = self.base.get_rows(self._base_name(name), start, stop)
+        if name not in self.factors:
+            return rows
+        return (rows.to(torch.float32) + self.delta_rows(name, start, stop)).to(rows.dtype)
+
+    def get(self, name: str) -> torch.Tensor:
+        shape = self.info(name).shape
+        if not shape:
+            return self.adapter.get(self.whole[name]) if name in self.whole else self.base.get(self._base_name(name))
+        return self.get_rows(name, 0, shape[0])
+
+    def describe(self) -> dict[str, Any]:
+        return {"adapter": str(self.path), "rank": self.config.rank, "alpha": self.config.alpha,
+                "scale": self.config.scale, "adapted_tensors": len(self.factors), "whole_tensors": len(self.whole)}
+
+    def close(self) -> None:
+        self.adapter.close()
+        self.base.close()
+
+    def __enter__(self) -> "AdapterSource":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,86 @@
+"""LoRA adapter folders read as whole models (the reading side of issue #17)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from merginguriel_core.adapters import AdapterSource, LoraConfig, is_adapter
+from merginguriel_core.errors import ModelError
+from merginguriel_core.io import TensorSource
+
+QUERY = "roberta.encoder.layer.0.attention.self.query"
+
+
+def _adapter(folder: Path, base: Path, rank: int = 2, alpha: float = 4.0, **config) -> dict[str, torch.Tensor]:
+    """A hand-written peft LoRA folder on ``base``'s query weight and a whole classifier head."""
+    generator = torch.Generator().manual_seed(0)
+    with TensorSource(base) as model:
+        out, inp = model.info(f"{QUERY}.weight").shape
+        head = model.get("classifier.out_proj.weight")
+    tensors = {
+        f"base_model.model.{QUERY}.lora_A.weight": torch.randn(rank, inp, generator=generator),
+        f"base_model.model.{QUERY}.lora_B.weight": torch.randn(out, rank, generator=generator),
+        "base_model.model.classifier.out_proj.weight": head + 1.0,
+    }
+    folder.mkdir(parents=True)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": ["query"],
+         "modules_to_save": ["classifier"], "base_model_name_or_path": str(base), **config}))
+    return tensors
+
+
+def test_an_adapter_reads_as_base_plus_scaled_low_rank_update(zoo_dir, tmp_path):
+    base = zoo_dir / "base"
+    tensors = _adapter(tmp_path / "lora", base)
+    assert is_adapter(tmp_path / "lora") and not is_adapter(base)
+    with AdapterSource(tmp_path / "lora", base) as source, TensorSource(base) as plain:
+        assert source.config.scale == 2.0
+        assert sorted(source.keys()) == sorted(plain.keys())
+        a = tensors[f"base_model.model.{QUERY}.lora_A.weight"]
+        b = tensors[f"base_model.model.{QUERY}.lora_B.weight"]
+        expected = plain.get(f"{QUERY}.weight") + 2.0 * b @ a
+        assert torch.allclose(source.get(f"{QUERY}.weight"), expected, atol=1e-6)
+        assert torch.allclose(source.get_rows(f"{QUERY}.weight", 3, 7), expected[3:7], atol=1e-6)
+        assert torch.equal(source.get("classifier.out_proj.weight"), plain.get("classifier.out_proj.weight") + 1.0)
+        assert torch.equal(source.get(f"{QUERY}.bias"), plain.get(f"{QUERY}.bias"))
+
+
+def test_rslora_scales_by_the_square_root_of_the_rank(zoo_dir, tmp_path):
+    _adapter(tmp_path / "lora", zoo_dir / "base", rank=4, alpha=4.0, use_rslora=True)
+    assert LoraConfig.read(tmp_path / "lora").scale == 2.0
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"peft_type": "IA3"}, "peft_type 'IA3' is not supported; only LORA adapters are"),
+    ({"use_dora": True}, "use_dora adapters are not supported"),
+    ({"r": 0}, "r must be a whole number >= 1, not 0"),
+])
+def test_unsupported_adapters_are_refused_in_one_line(zoo_dir, tmp_path, config, message):
+    _adapter(tmp_path / "lora", zoo_dir / "base", **config)
+    with pytest.raises(ModelError, match=message):
+        AdapterSource(tmp_path / "lora", zoo_dir / "base")
+
+
+def test_the_whole_model_equals_peft_merge_and_unload(zoo_dir, tmp_path):
+    peft = pytest.importorskip("peft", reason="peft is not installed (pip install -e '.[adapters]')")
+    from transformers import AutoModelForSequenceClassification
+
+    base = zoo_dir / "base"
+    model = AutoModelForSequenceClassification.from_pretrained(base)
+    wrapped = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_CLS", r=2, lora_alpha=4,
+                                                         target_modules=["query", "value"]))
+    with torch.no_grad():
+        for name, parameter in wrapped.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.1)
+    wrapped.save_pretrained(tmp_path / "lora")
+    merged = wrapped.merge_and_unload().state_dict()
+    with AdapterSource(tmp_path / "lora", base) as source:
+        for name in source.keys():
+            assert torch.allclose(source.get(name).float(), merged[name].float(), atol=1e-6), name
