@@ -9,8 +9,9 @@ modules it trains in full (the classifier head, ``modules_to_save``) are stored 
 the merge engine and every strategy see an ordinary model: rows ``[start, stop)`` of an
 adapted weight are the base's rows plus s·B[start:stop]·A, computed for those rows only.
 
-This is the reading side of adapter sources (issue #17); the merge engine does not open
-adapter folders yet.
+:func:`open_model` opens a source folder either way; the merge engine uses it, so a merge's
+sources may be adapter folders (all on the same base, adapting the same modules:
+:func:`check_adapters`). Ensembles and the N×N matrix do not take adapter folders yet.
 """
 
 from __future__ import annotations
@@ -178,3 +179,43 @@ class AdapterSource:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def adapter_base(folder: str | Path) -> Path:
+    """The local base model folder an adapter names (relative paths: as given, else from the
+    adapter's folder; hub ids fetched)."""
+    from merginguriel_core.models import resolve_location
+
+    config = LoraConfig.read(folder)
+    if not config.base_model:
+        raise ModelError(f"adapter {folder} names no base model (base_model_name_or_path in {ADAPTER_CONFIG})")
+    beside = Path(folder) / config.base_model
+    if not Path(config.base_model).exists() and beside.is_dir():
+        return beside
+    try:
+        return resolve_location(config.base_model)
+    except ModelError as error:
+        raise ModelError(f"adapter {folder} names base model {config.base_model}, which cannot be found: "
+                         f"{error}") from None
+
+
+def open_model(folder: str | Path):
+    """A reader of the model in ``folder``: a :class:`~merginguriel_core.io.TensorSource`, or an
+    :class:`AdapterSource` over its base for a LoRA adapter folder."""
+    from merginguriel_core.io import TensorSource
+
+    return AdapterSource(folder, adapter_base(folder)) if is_adapter(folder) else TensorSource(folder)
+
+
+def check_adapters(readers, locales) -> None:
+    """Adapter sources of one merge share their base model and their adapted modules."""
+    adapters = [(locale, r) for locale, r in zip(locales, readers) if isinstance(r, AdapterSource)]
+    for locale, reader in adapters[1:]:
+        first_locale, first = adapters[0]
+        if reader.base.path.resolve() != first.base.path.resolve():
+            raise ModelError(f"adapter sources differ in their base model: {locale} is on {reader.base.path}, "
+                             f"{first_locale} on {first.base.path}")
+        if sorted(reader.factors) != sorted(first.factors):
+            only = sorted(set(reader.factors) ^ set(first.factors))[0]
+            raise ModelError(f"adapter sources adapt different modules: {only} is adapted in "
+                             f"{locale if only in reader.factors else first_locale} only")

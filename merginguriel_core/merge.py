@@ -464,16 +464,25 @@ class _TensorMerger:
         )
 
 
-def _copy_side_files(source: Path, destination: Path) -> list[str]:
-    """Copy config, tokenizer and other non-weight files of ``source`` into ``destination``."""
+def _copy_side_files(source: Path, destination: Path, reader: Any = None) -> list[str]:
+    """Copy config, tokenizer and other non-weight files of ``source`` into ``destination``.
+
+    For an adapter folder (``reader`` an :class:`~merginguriel_core.adapters.AdapterSource`),
+    its base model's files first, then the adapter folder's own (a ``config.json`` there, with
+    the labels, wins), never the adapter's config or card: the merged folder is a whole model."""
+    from merginguriel_core.adapters import ADAPTER_CONFIG, AdapterSource
+
+    folders = [reader.base.path, source] if isinstance(reader, AdapterSource) else [source]
     copied = []
-    for item in sorted(source.iterdir()):
-        if not item.is_file() or item.name in _SKIPPED_FILES or item.name.endswith(_WEIGHT_SUFFIXES):
-            continue
-        if item.name.startswith("merge_details"):
-            continue
-        shutil.copy2(item, destination / item.name)
-        copied.append(item.name)
+    for folder in folders:
+        for item in sorted(folder.iterdir()):
+            if not item.is_file() or item.name in _SKIPPED_FILES or item.name.endswith(_WEIGHT_SUFFIXES):
+                continue
+            if item.name.startswith("merge_details") or (len(folders) > 1 and item.name in (ADAPTER_CONFIG, "README.md")):
+                continue
+            shutil.copy2(item, destination / item.name)
+            if item.name not in copied:
+                copied.append(item.name)
     return copied
 
 
@@ -716,7 +725,10 @@ def _run(plan: MergePlan, output: Path | None, in_memory: bool) -> tuple[dict[st
     reuse_freed_buffers()
     started = time.perf_counter()
     with ExitStack() as stack:
-        readers = [stack.enter_context(TensorSource(s.path)) for s in plan.sources]
+        from merginguriel_core.adapters import check_adapters, open_model
+
+        readers = [stack.enter_context(open_model(s.path)) for s in plan.sources]
+        check_adapters(readers, [s.locale for s in plan.sources])
         base_file = stack.enter_context(TensorSource(plan.base)) if plan.base is not None else None
         base = BaseView(base_file, readers[0].keys(), plan.base) if base_file is not None else None
         check_compatible(list(plan.sources), readers, base)
@@ -738,7 +750,7 @@ def _run(plan: MergePlan, output: Path | None, in_memory: bool) -> tuple[dict[st
             with ShardedSafetensorsWriter(tmp_dir, layout, max_shard_bytes=plan.max_shard_bytes,
                                           metadata=metadata) as writer:
                 counts = _merge_all(plan, merger, layout, writer if memory is None else _Both(memory, writer))
-            copied = _copy_side_files(plan.sources[0].path, tmp_dir)
+            copied = _copy_side_files(plan.sources[0].path, tmp_dir, readers[0])
         else:
             assert memory is not None
             counts, copied = _merge_all(plan, merger, layout, memory), []

@@ -84,3 +84,52 @@ def test_the_whole_model_equals_peft_merge_and_unload(zoo_dir, tmp_path):
     with AdapterSource(tmp_path / "lora", base) as source:
         for name in source.keys():
             assert torch.allclose(source.get(name).float(), merged[name].float(), atol=1e-6), name
+
+
+def _second(folder: Path, base: Path, seed: int, **config) -> None:
+    _adapter(folder, base, **config)
+    path = folder / "adapter_model.safetensors"
+    with TensorSource(folder) as source:
+        tensors = {name: source.get(name) for name in source.keys()}
+    generator = torch.Generator().manual_seed(seed)
+    save_file({name: t + torch.randn(t.shape, generator=generator) * 0.1 for name, t in tensors.items()}, str(path))
+
+
+def test_a_merge_of_adapter_folders_is_the_merge_of_the_models_they_make(zoo_dir, tmp_path, registry):
+    from transformers import AutoModelForSequenceClassification
+
+    from merginguriel_core.merge import SourceModel, merge_state_dict, run_merge
+    from merginguriel_core.plan import plan_merge
+
+    base = zoo_dir / "base"
+    _second(tmp_path / "de", base, 1)
+    _second(tmp_path / "nl", base, 2)
+    sources = [SourceModel("de-DE", tmp_path / "de", 0.75), SourceModel("nl-NL", tmp_path / "nl", 0.25)]
+    merged = merge_state_dict(plan_merge(None, sources=sources, registry=registry, progress=False))
+    with AdapterSource(tmp_path / "de", base) as de, AdapterSource(tmp_path / "nl", base) as nl:
+        for name in de.keys():
+            expected = 0.75 * de.get(name).float() + 0.25 * nl.get(name).float()
+            assert torch.allclose(merged[name].float(), expected, atol=1e-6), name
+    run_merge(plan_merge(tmp_path / "out", sources=sources, registry=registry, progress=False))
+    assert not (tmp_path / "out" / "adapter_config.json").exists()
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert torch.allclose(model.state_dict()[f"{QUERY}.weight"], merged[f"{QUERY}.weight"])
+
+
+def test_adapter_sources_must_adapt_the_same_modules(zoo_dir, tmp_path, registry):
+    from merginguriel_core.merge import SourceModel, merge_state_dict
+    from merginguriel_core.plan import plan_merge
+
+    base = zoo_dir / "base"
+    _second(tmp_path / "de", base, 1)
+    _second(tmp_path / "nl", base, 2)
+    config = json.loads((tmp_path / "nl" / "adapter_config.json").read_text())
+    with TensorSource(tmp_path / "nl") as source:
+        tensors = {name.replace(".query.", ".key."): source.get(name) for name in source.keys()}
+    save_file(tensors, str(tmp_path / "nl" / "adapter_model.safetensors"))
+    (tmp_path / "nl" / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["key"]}))
+    plan = plan_merge(None, sources=[SourceModel("de-DE", tmp_path / "de", 0.5), SourceModel("nl-NL", tmp_path / "nl", 0.5)],
+                      registry=registry, progress=False)
+    with pytest.raises(ModelError, match="adapter sources adapt different modules: "
+                                         "roberta.encoder.layer.0.attention.self.key.weight is adapted in nl-NL only"):
+        merge_state_dict(plan)
