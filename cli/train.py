@@ -14,11 +14,12 @@ from merginguriel_core.merge import resolve_device
 from merginguriel_core.models import DEFAULT_PATTERN, pattern_regex
 from merginguriel_core.outputs import check_output_path
 from merginguriel_core.plugins import get_registry
-from merginguriel_core.training import TrainingConfig, is_finished, train_one
+from merginguriel_core.training import AdapterTraining, TrainingConfig, is_finished, train_one
 from merginguriel_cli import options as opt
 
 
 def train(
+    ctx: typer.Context,
     base_model: Annotated[str, typer.Option("--base-model", help="Pre-trained encoder: folder or hub id (e.g. xlm-roberta-base).")],
     dataset: opt.Dataset = "sib200",
     data_dir: opt.DataDir = None,
@@ -37,6 +38,10 @@ def train(
     group_by_length: opt.GroupByLength = True,
     max_train_examples: opt.MaxTrainExamples = None,
     device: opt.Device = "auto",
+    adapter: Annotated[Optional[str], typer.Option("--adapter", help="Train a LoRA adapter and the head instead of the whole model (lora; needs the adapters extra, peft).")] = None,
+    lora_rank: Annotated[int, typer.Option("--lora-rank", help="With --adapter lora: the adapter's rank r.")] = 8,
+    lora_alpha: Annotated[float, typer.Option("--lora-alpha", help="With --adapter lora: the scale is lora_alpha / r.")] = 16.0,
+    lora_targets: Annotated[Optional[list[str]], typer.Option("--lora-targets", help="With --adapter lora: the modules adapted (comma-separated; default query,value).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Retrain a locale whose model folder exists.")] = False,
     progress: opt.Progress = True,
     config: opt.Config = None,
@@ -49,6 +54,14 @@ def train(
                             seed=seed, freeze_embeddings=freeze_embeddings, max_train_examples=max_train_examples,
                             group_by_length=group_by_length)
     config.check()
+    lora_given = {"lora_rank", "lora_alpha", "lora_targets"} & opt.given_options(ctx)
+    if adapter is None and lora_given:
+        raise ConfigError(f"--{sorted(lora_given)[0].replace('_', '-')} goes with --adapter lora")
+    trained_adapter = None
+    if adapter is not None:
+        trained_adapter = AdapterTraining(adapter, lora_rank, lora_alpha,
+                                          tuple(opt.split_list(lora_targets)) or ("query", "value"))
+        trained_adapter.check()
     torch_device = resolve_device(device)
     batch = opt.split_list(locales)
     if (locale is None) == (not batch):
@@ -76,7 +89,8 @@ def train(
         if folder.exists() and not overwrite:
             typer.echo(f"{code}: already trained in {folder}; skipped")
             continue
-        details = train_one(data, location, code, base_model, folder, config, torch_device, progress, overwrite)
+        details = train_one(data, location, code, base_model, folder, config, torch_device, progress, overwrite,
+                            trained_adapter)
         typer.echo(json.dumps({"locale": code, "output": str(folder), "dev_accuracy": round(details["dev_accuracy"], 4),
                                "steps": details["steps"], "seconds": details["seconds"]}))
 

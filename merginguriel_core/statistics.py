@@ -115,6 +115,23 @@ def load_classifier(model_dir: Path, device: torch.device):
     """A local sequence classifier and its tokenizer: safetensors only, no remote code."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from merginguriel_core.adapters import adapter_base, is_adapter
+
+    if is_adapter(model_dir):  # a LoRA folder: its base with the adapter merged in (peft)
+        try:
+            import peft
+        except ImportError:
+            raise ModelError(f"{model_dir} is a LoRA adapter folder; reading it needs peft: "
+                             f"pip install -e \".[adapters]\"") from None
+        from transformers import AutoConfig
+
+        base = adapter_base(model_dir)
+        config = load_pretrained(AutoConfig, model_dir if (Path(model_dir) / "config.json").is_file() else base)
+        model = load_pretrained(AutoModelForSequenceClassification, base, config=config, use_safetensors=True,
+                                ignore_mismatched_sizes=True)
+        model = peft.PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload().to(device)
+        return model, load_pretrained(AutoTokenizer, model_dir if (Path(model_dir) / "tokenizer_config.json").is_file()
+                                      else base)
     model = load_pretrained(AutoModelForSequenceClassification, model_dir, use_safetensors=True).to(device)
     return model, load_pretrained(AutoTokenizer, model_dir)
 

@@ -57,6 +57,45 @@ class TrainingConfig:
             raise ConfigError(f"--max-train-examples must be at least 1, got {self.max_train_examples}")
 
 
+@dataclass(frozen=True)
+class AdapterTraining:
+    """Train a LoRA adapter (peft) and the classifier head instead of the whole model
+    (``mu train --adapter lora``): rank ``rank``, scale ``alpha / rank``, on the modules
+    named ``targets`` (``query``, ``value``: the attention projections of BERT-style encoders)."""
+
+    kind: str = "lora"
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("query", "value")
+
+    def check(self) -> None:
+        if self.kind != "lora":
+            raise ConfigError(f"unknown --adapter {self.kind!r}; allowed: lora")
+        if self.rank < 1:
+            raise ConfigError(f"--lora-rank must be at least 1, got {self.rank}")
+        if self.alpha <= 0:
+            raise ConfigError(f"--lora-alpha must be positive, got {self.alpha}")
+        if not self.targets:
+            raise ConfigError("--lora-targets names no module; e.g. --lora-targets query,value")
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise ConfigError("--adapter lora needs peft: pip install -e \".[adapters]\"") from None
+
+    def wrap(self, model):
+        """``model`` with LoRA adapters on ``targets`` and its head trained whole (peft)."""
+        import peft
+
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        missing = [target for target in self.targets if target not in names]
+        if missing:
+            raise ConfigError(f"--lora-targets {missing[0]} is no module of the base model; "
+                              f"e.g. query, key, value, dense")
+        config = peft.LoraConfig(task_type="SEQ_CLS", r=self.rank, lora_alpha=self.alpha,
+                                 target_modules=list(self.targets), lora_dropout=0.0)
+        return peft.get_peft_model(model, config)
+
+
 def is_finished(folder: Path) -> bool:
     """A model folder that a completed ``mu train`` wrote."""
     return (folder / DETAILS).is_file() and any(folder.glob("*.safetensors"))
@@ -138,28 +177,38 @@ def train_one(
     device: torch.device,
     progress: bool = True,
     overwrite: bool = False,
+    adapter: AdapterTraining | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``base_model`` on ``locale``'s train split; evaluate on dev; save atomically.
+
+    With ``adapter``, only a LoRA adapter and the head are trained, and the folder is a peft
+    adapter folder (``adapter_config.json``, ``adapter_model.safetensors``) plus the
+    classifier's ``config.json`` (its labels) and tokenizer.
 
     ``output`` is locked from the start (a second run to it fails at once) and placed only
     when the model is saved; an existing folder is replaced only with ``overwrite``, and
     never when it is the base model or holds or lies inside it or the data.
     """
     config.check()
+    if adapter is not None:
+        adapter.check()
     check_output_path(output, [Path(base_model), location])
     with staged_folder(output, overwrite=overwrite, what="fine-tuned model") as staging:
-        model, tokenizer, details = _train(dataset, location, locale, base_model, config, device, progress)
+        model, tokenizer, details = _train(dataset, location, locale, base_model, config, device, progress, adapter)
         _save(model, tokenizer, details, staging)
     return details
 
 
 def _train(dataset: Dataset, location: str | None, locale: str, base_model: str, config: TrainingConfig,
-           device: torch.device, progress: bool) -> tuple[Any, Any, dict[str, Any]]:
+           device: torch.device, progress: bool, adapter: AdapterTraining | None = None
+           ) -> tuple[Any, Any, dict[str, Any]]:
     """The training run of :func:`train_one`: returns the model, its tokenizer and the details."""
     started = time.perf_counter()
     splits = _load_splits(dataset, location, locale, config)
     _seed_everything(config.seed)
     model, tokenizer = _load_model(base_model, splits.label_space, device)
+    if adapter is not None:
+        model = adapter.wrap(model)
     steps, losses = _fit(model, tokenizer, splits, config, device, locale, progress)
     dev_accuracy = _dev_accuracy(model, tokenizer, splits, config, device)
     details = {
@@ -177,6 +226,9 @@ def _train(dataset: Dataset, location: str | None, locale: str, base_model: str,
         "device": str(device),
         "config": asdict(config),
     }
+    if adapter is not None:
+        details["adapter"] = {**asdict(adapter), "trainable_parameters": sum(
+            p.numel() for p in model.parameters() if p.requires_grad)}
     return model, tokenizer, details
 
 
@@ -337,5 +389,7 @@ def _dev_accuracy(model, tokenizer, splits: _Splits, config: TrainingConfig, dev
 def _save(model, tokenizer, details: dict[str, Any], folder: Path) -> None:
     """Write the model (safetensors), its tokenizer and ``training_details.json`` into ``folder``."""
     model.save_pretrained(folder, safe_serialization=True)
+    if hasattr(model, "peft_config"):  # an adapter folder: also the classifier's config, for its labels
+        model.get_base_model().config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / DETAILS).write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")

@@ -133,3 +133,41 @@ def test_adapter_sources_must_adapt_the_same_modules(zoo_dir, tmp_path, registry
     with pytest.raises(ModelError, match="adapter sources adapt different modules: "
                                          "roberta.encoder.layer.0.attention.self.key.weight is adapted in nl-NL only"):
         merge_state_dict(plan)
+
+
+def test_train_adapters_then_merge_and_evaluate_them(runner, zoo_dir, sib_dir, tmp_path):
+    pytest.importorskip("peft", reason="peft is not installed (pip install -e '.[adapters]')")
+    from conftest import run_cli
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    trained = run_cli(runner, "train", "--base-model", zoo_dir / "base", "--data-dir", sib_dir, "--locales",
+                      "de-DE,nl-NL", "--output-dir", tmp_path / "adapters", "--adapter", "lora", "--lora-rank", "4",
+                      "--epochs", "2", "--max-length", "16", "--no-progress")
+    assert trained.exit_code == 0, trained.output
+    folder = tmp_path / "adapters" / "xlm-roberta-base_massive_k_de-DE"
+    assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+    details = json.loads((folder / "training_details.json").read_text())
+    assert details["adapter"]["rank"] == 4 and 0 < details["adapter"]["trainable_parameters"] < 4830
+    loaded = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(zoo_dir / "base"), str(folder))
+    assert loaded.peft_config["default"].r == 4
+    merged = run_cli(runner, "merge", "--target-lang", "af-ZA", "--weighting", "average", "--models",
+                     tmp_path / "adapters", "--output", tmp_path / "merged", "--no-progress")
+    assert merged.exit_code == 0, merged.output
+    for model in (tmp_path / "merged", folder):  # a merged whole model, and an adapter folder itself
+        scored = run_cli(runner, "evaluate", "--model", model, "--data-dir", sib_dir, "--locale", "af-ZA",
+                         "--max-length", "16", "--no-cache")
+        assert scored.exit_code == 0, scored.output
+        assert 0.0 <= json.loads(scored.output[scored.output.index("{"):])["accuracy"] <= 1.0
+
+
+def test_lora_options_go_with_an_adapter(runner, zoo_dir, sib_dir, tmp_path):
+    from conftest import run_cli
+
+    result = run_cli(runner, "train", "--base-model", zoo_dir / "base", "--data-dir", sib_dir, "--locale", "de-DE",
+                     "--output", tmp_path / "m", "--lora-rank", "4")
+    assert result.exit_code == 1 and "--lora-rank goes with --adapter lora" in result.output
+    result = run_cli(runner, "train", "--base-model", zoo_dir / "base", "--data-dir", sib_dir, "--locale", "de-DE",
+                     "--output", tmp_path / "m", "--adapter", "ia3")
+    assert result.exit_code == 1 and "unknown --adapter 'ia3'; allowed: lora" in result.output
+    assert not (tmp_path / "m").exists()
