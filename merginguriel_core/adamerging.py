@@ -46,6 +46,8 @@ class AdaMergingRun:
     tuned_bytes: int = 0
     fixed_tensors: int = 0
     peak_bytes: int | None = None
+    #: The share of the text's tokenizer pieces that are the unknown token.
+    unknown_share: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         return {"entropy_before": round(self.entropy_before, 6), "entropy_after": round(self.entropy_after, 6),
@@ -121,12 +123,15 @@ def learn_group_weights(
     with TensorSource(paths[0]) as first:
         names = first.keys()
     stacked, fixed = _differing(paths, names, device)
+    from merginguriel_core.target_text import unknown_share
+
     model, tokenizer = load_classifier(paths[0], device)
     model.eval().requires_grad_(False)
+    unknown = unknown_share(tokenizer, sentences)
     own = dict(model.state_dict())
-    unknown = [name for name in stacked if name not in own]
-    if unknown:
-        raise ModelError(f"tensor {unknown[0]} of {paths[0]} is not a tensor of the model transformers builds from it; "
+    foreign = [name for name in stacked if name not in own]
+    if foreign:
+        raise ModelError(f"tensor {foreign[0]} of {paths[0]} is not a tensor of the model transformers builds from it; "
                          f"adamerging cannot tune it")
     groups = sorted({tensor_group(name, grouping) for name in stacked}, key=group_order)
     index = {group: i for i, group in enumerate(groups)}
@@ -171,4 +176,4 @@ def learn_group_weights(
                            {group: tuple(float(w) for w in final[i] / final[i].sum()) for group, i in index.items()})
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     return AdaMergingRun(weights, before, after, trace, time.perf_counter() - started, per_step, len(stacked),
-                         sum(t.numel() * t.element_size() for t in stacked.values()), fixed, peak)
+                         sum(t.numel() * t.element_size() for t in stacked.values()), fixed, peak, unknown)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import time
 import zipfile
@@ -38,8 +37,9 @@ else:
 
 
 def default_cache_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "merginguriel" / "logits"
+    from merginguriel_core.outputs import cache_folder
+
+    return cache_folder("logits")
 
 
 def model_fingerprint(model_dir: Path) -> str:

@@ -286,6 +286,13 @@ def staged_file(path: Path, *, replace: bool = True) -> Iterator[Path]:
             remove_made(made)
 
 
+def cache_folder(name: str) -> Path:
+    """MergingUriel's cache folder ``name`` (``logits``, ``statistics``, ``representations``):
+    under ``$XDG_CACHE_HOME/merginguriel``, default ``~/.cache/merginguriel``."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "merginguriel" / name
+
+
 @contextlib.contextmanager
 def atomic_file(path: Path, mode: str = "w", *, replace: bool = True, encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a file for writing that appears at ``path`` only when complete and on disk

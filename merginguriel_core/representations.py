@@ -14,7 +14,7 @@ for all targets.
 from __future__ import annotations
 
 import hashlib
-import os
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
 
@@ -28,8 +28,9 @@ else:
 
 
 def default_cache_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "merginguriel" / "representations"
+    from merginguriel_core.outputs import cache_folder
+
+    return cache_folder("representations")
 
 
 class Encoder:
@@ -37,45 +38,47 @@ class Encoder:
 
     def __init__(self, folder: Path, *, layer: int | None = None, batch_size: int = 32, max_length: int = 128,
                  device: torch.device | str = "cpu", cache_dir: Path | None = None):
-        self.folder, self.layer, self.batch_size, self.max_length = Path(folder), layer, batch_size, max_length
+        self.folder, self.requested_layer, self.batch_size, self.max_length = Path(folder), layer, batch_size, max_length
         self.device = torch.device(device)
         self.cache_dir = cache_dir
-        self._model = self._tokenizer = None
-        self.encoded = 0  # sentences run through the model (not from the cache)
 
-    def _load(self):
-        if self._model is None:
-            from transformers import AutoModel, AutoTokenizer
-
-            from merginguriel_core.statistics import load_pretrained
-
-            self._tokenizer = load_pretrained(AutoTokenizer, self.folder)
-            self._model = load_pretrained(AutoModel, self.folder, use_safetensors=True).to(self.device).eval()
-        return self._model, self._tokenizer
-
-    @property
+    @cached_property
     def tokenizer(self):
-        return self._load()[1]
+        from transformers import AutoTokenizer
 
-    def layer_index(self) -> int:
+        from merginguriel_core.statistics import load_pretrained
+
+        return load_pretrained(AutoTokenizer, self.folder)
+
+    @cached_property
+    def model(self):
+        """The encoder, loaded on the first sentences that are not in the cache."""
+        from transformers import AutoModel
+
+        from merginguriel_core.statistics import load_pretrained
+
+        return load_pretrained(AutoModel, self.folder, use_safetensors=True).to(self.device).eval()
+
+    @cached_property
+    def layer(self) -> int:
         """The hidden-state index used: ``layer`` (0 the embeddings, L the last block; negative
         from the end), default the middle block."""
         from transformers import AutoConfig
 
         layers = int(getattr(AutoConfig.from_pretrained(self.folder), "num_hidden_layers", 1))
-        if self.layer is None:
+        if self.requested_layer is None:
             return max(1, layers // 2)
-        index = self.layer if self.layer >= 0 else layers + 1 + self.layer
+        index = self.requested_layer if self.requested_layer >= 0 else layers + 1 + self.requested_layer
         if not 0 <= index <= layers:
             from merginguriel_core.errors import ConfigError
 
-            raise ConfigError(f"layer {self.layer} is outside the encoder's hidden states 0..{layers} (or -{layers + 1}..-1)")
+            raise ConfigError(f"layer {self.requested_layer} is outside the encoder's hidden states 0..{layers} (or -{layers + 1}..-1)")
         return index
 
     def _key(self, sentences: Sequence[str]) -> str:
         from merginguriel_core.evaluation import model_fingerprint
 
-        text = f"{model_fingerprint(self.folder)}:{self.layer_index()}:{self.max_length}:{fingerprint(sentences)}:{len(sentences)}"
+        text = f"{model_fingerprint(self.folder)}:{self.layer}:{self.max_length}:{fingerprint(sentences)}:{len(sentences)}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def embed(self, sentences: Sequence[str]) -> np.ndarray:
@@ -90,8 +93,7 @@ class Encoder:
                     pass  # a damaged entry is recomputed
         from merginguriel_core.training import token_limit
 
-        model, tokenizer = self._load()
-        layer = self.layer_index()
+        model, tokenizer, layer = self.model, self.tokenizer, self.layer
         limit = token_limit(model, self.max_length)
         pieces = []
         with torch.no_grad():
@@ -102,7 +104,6 @@ class Encoder:
                 mask = batch["attention_mask"].unsqueeze(-1).float()
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
                 pieces.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
-        self.encoded += len(sentences)
         embeddings = np.concatenate(pieces).astype(np.float32) if pieces else np.zeros((0, 0), np.float32)
         if path is not None:
             from merginguriel_core.outputs import atomic_file

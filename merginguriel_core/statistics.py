@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 from dataclasses import dataclass
@@ -36,8 +35,9 @@ else:
 
 
 def default_stats_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "merginguriel" / "statistics"
+    from merginguriel_core.outputs import cache_folder
+
+    return cache_folder("statistics")
 
 
 def sample(examples: Examples, count: int, seed: int) -> Examples:

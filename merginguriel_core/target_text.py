@@ -115,9 +115,9 @@ def unknown_share(tokenizer: Any, sentences: Sequence[str]) -> float:
     return 0.0 if total == 0 else sum(ids.count(unknown) for ids in pieces) / total
 
 
-def unknown_note(tokenizer: Any, sentences: Sequence[str], locale: str | None) -> str | None:
-    """A warning when more than half of the text's pieces are unknown to ``tokenizer``."""
-    share = unknown_share(tokenizer, sentences)
+def unknown_note(share: float, locale: str | None) -> str | None:
+    """A warning when more than half of the text's pieces (``share``, from :func:`unknown_share`)
+    are unknown to the tokenizer."""
     if share <= UNKNOWN_WARNING:
         return None
     return (f"{share:.0%} of the target text's tokens{' (' + locale + ')' if locale else ''} are unknown to the "

@@ -50,7 +50,6 @@ class AdaMergingWeighting(Weighting):
         from merginguriel_core.adamerging import learn_group_weights
         from merginguriel_core.merge import resolve_device
         from merginguriel_core.plugins import get_registry
-        from merginguriel_core.statistics import load_pretrained
         from merginguriel_core.target_text import fingerprint, take, unknown_note
 
         params = request.params
@@ -71,14 +70,12 @@ class AdaMergingWeighting(Weighting):
         if len(locales) < 2:
             notes.append(f"only one source ({locales[0]}); nothing to learn")
         folders = source_folders(self.name, request, locales)
-        from transformers import AutoTokenizer
-
-        warning = unknown_note(load_pretrained(AutoTokenizer, folders[locales[0]]), sentences, request.target)
-        notes += [warning] if warning else []
         run = learn_group_weights([(locale, folders[locale]) for locale in locales], initial, sentences,
                                   grouping=params["grouping"], steps=params["steps"] if len(locales) > 1 else 0,
                                   learning_rate=params["learning_rate"], batch_size=params["batch_size"],
                                   max_length=params["max_length"], device=resolve_device(request.device))
+        warning = unknown_note(run.unknown_share, request.target)
+        notes += [warning] if warning else []
         groups = run.group_weights if run.group_weights.groups else None
         if groups is None:
             notes.append("the sources agree on every tensor; the start weights are kept")

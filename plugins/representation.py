@@ -43,7 +43,7 @@ class RepresentationWeighting(Weighting):
         from merginguriel_core.models import resolve_location
         from merginguriel_core.representations import Encoder, default_cache_dir, nn_rank
         from merginguriel_core.selection import similarity_details, similarity_matrix_for
-        from merginguriel_core.target_text import fingerprint, take, unknown_note
+        from merginguriel_core.target_text import fingerprint, take, unknown_note, unknown_share
 
         params, text = request.params, request.target_text
         location = params["encoder"] or request.base_model
@@ -56,7 +56,7 @@ class RepresentationWeighting(Weighting):
         notes: list[str] = []
         target_sentences, note = take(text.sentences(request.target), params["max_sentences"])
         notes += [note] if note else []
-        warning = unknown_note(encoder.tokenizer, target_sentences, request.target)
+        warning = unknown_note(unknown_share(encoder.tokenizer, target_sentences), request.target)
         notes += [warning] if warning else []
         source_sentences, lacking = {}, []
         for locale in request.available:
@@ -102,7 +102,7 @@ class RepresentationWeighting(Weighting):
                  (f"score (mix {mix:g})", [score[locale] for locale in ranked]),
                  ("final", final_step(ranked, selected))]
         details = similarity_details(
-            request, params=dict(params), encoder=str(location), layer=encoder.layer_index(),
+            request, params=dict(params), encoder=str(location), layer=encoder.layer,
             representation_share=shares, uriel_similarity={k: v for k, v in similarity.items() if math.isfinite(v)},
             score=score, target_text={**text.describe(), "sentences": len(target_sentences),
                                       "fingerprint": fingerprint(target_sentences)},

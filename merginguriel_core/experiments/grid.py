@@ -276,10 +276,13 @@ class Context:
         """A hash of the target text a cell's weighting reads (or why it cannot be read)."""
         from merginguriel_core.target_text import fingerprint
 
-        try:
-            return fingerprint(self.spec.text_for_weightings().sentences(target, self.registry))
-        except MergingUrielError as exc:
-            return f"unavailable: {first_line(exc)}"
+        key = f"target_text:{target}"  # read once per target, as the evaluation examples are
+        if key not in self._fingerprints:
+            try:
+                self._fingerprints[key] = fingerprint(self.spec.text_for_weightings().sentences(target, self.registry))
+            except MergingUrielError as exc:
+                self._fingerprints[key] = f"unavailable: {first_line(exc)}"
+        return self._fingerprints[key]
 
 
 def run_nxn_row(context: Context, task: Task) -> list[dict[str, Any]]:
