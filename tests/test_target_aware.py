@@ -269,6 +269,9 @@ def test_ensemble_and_merge_cli_take_the_target_text(runner, trained, sib_dir, t
     details = json.loads((tmp_path / "merged" / "merge_details.json").read_text())
     assert details["weighting"] == "representation" and details["data"] is None
     assert details["weighting_details"]["target_text"]["split"] == "dev"
+    # Both doors choose the same sources with the same weights from the same text.
+    ensembled = {source["locale"]: source["weight"] for source in report["sources"]}
+    assert ensembled == pytest.approx({s["locale"]: s["weight"] for s in details["sources"]})
 
 
 # ------------------------------------------------------------------------------- specs
