@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from merginguriel_core.adapters import adapter_line
 from merginguriel_core.errors import ConfigError
 from merginguriel_core.interfaces import LabelledData
 from merginguriel_core.merge import run_merge
@@ -48,6 +49,8 @@ def merge(
     stats_dir: Annotated[Optional[Path], typer.Option("--stats-dir", help="Where per-model statistics are stored and reused (default ~/.cache/merginguriel/statistics).")] = None,
     max_length: Annotated[int, typer.Option("--max-length", help="Token limit per example when computing statistics.")] = 128,
     device: Annotated[str, typer.Option("--device", help="auto (GPU when present), cpu or cuda.")] = "auto",
+    output_format: Annotated[str, typer.Option("--output-format", help="model: a whole model (base + merged update), loadable by transformers; adapter (adapter sources): one LoRA adapter, loadable by peft.")] = "model",
+    adapter_rank: Annotated[Optional[int], typer.Option("--adapter-rank", help="With --output-format adapter: the merged adapter's rank by truncated SVD (default: the sources' largest; linear without it: the exact concatenation).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="Output dtype of floating tensors: auto (as the sources), float32, float16, bfloat16.")] = "auto",
     chunk_size: Annotated[str, typer.Option("--chunk-size", help="Largest slice of one tensor merged at once, per source (float32 bytes); auto: cache-sized on the CPU (2 MiB), up to 32 MiB on a GPU, all chunks within an eighth of one model.")] = "auto",
     max_shard_size: Annotated[str, typer.Option("--max-shard-size", help="Largest output safetensors shard.")] = "2GB",
@@ -71,7 +74,8 @@ def merge(
         output, strategy=strategy, selection=opt.selection_options(ctx), models=opt.model_sources(ctx),
         params=parse_assignments(param or (), "--param"), base_model=base_model, data=data, device=device,
         dtype=dtype, chunk_size=chunk_size, max_shard_size=max_shard_size, overwrite=overwrite, seed=seed,
-        progress=progress, registry=get_registry(), given=given, fetch=False,
+        progress=progress, registry=get_registry(), given=given, fetch=False, output_format=output_format,
+        adapter_rank=adapter_rank,
     )
     print_selection(plan.selection, plan)
     if dry_run:
@@ -82,6 +86,8 @@ def merge(
         f"Merged {summary.tensors} tensors ({summary.bytes_written / 1e6:.1f} MB per model) with "
         f"{plan.strategy.name} on {summary.device} in {summary.seconds:.1f} s -> {summary.output}"
     )
+    if summary.details.get("output"):
+        typer.echo(adapter_line(summary.details["output"]))
     if json_out:
         typer.echo(json.dumps(summary.details, indent=2))
 

@@ -11,7 +11,10 @@ adapted weight are the base's rows plus s·B[start:stop]·A, computed for those 
 
 :func:`open_model` opens a source folder either way; the merge engine uses it, so a merge's
 sources may be adapter folders (all on the same base, adapting the same modules:
-:func:`check_adapters`). Ensembles and the N×N matrix do not take adapter folders yet.
+:func:`check_adapters`). :class:`MergedAdapter` turns a merge of adapter sources back into
+an adapter (``--output-format adapter``): the exact concatenation of the sources' factors
+for ``linear``, else rank-r factors of the merged ΔW by truncated SVD, as peft's
+``add_weighted_adapter`` builds them (``cat``; ``svd``, ``ties_svd``, ``dare_linear_svd``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from merginguriel_core.errors import ModelError
+from merginguriel_core.errors import ConfigError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -160,6 +163,10 @@ class AdapterSource:
             return rows
         return (rows.to(torch.float32) + self.delta_rows(name, start, stop)).to(rows.dtype)
 
+    def base_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of the base model's tensor under ``name``."""
+        return self.base.get_rows(self._base_name(name), start, stop)
+
     def get(self, name: str) -> torch.Tensor:
         shape = self.info(name).shape
         if not shape:
@@ -179,6 +186,149 @@ class AdapterSource:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+OUTPUT_FORMATS = ("model", "adapter")
+
+
+def check_output_format(output_format: str, adapter_rank: int | None) -> None:
+    """``--output-format`` is one of :data:`OUTPUT_FORMATS`; ``--adapter-rank`` goes with ``adapter``."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"unknown --output-format {output_format!r}; allowed: {', '.join(OUTPUT_FORMATS)}")
+    if adapter_rank is not None and output_format != "adapter":
+        raise ConfigError("--adapter-rank goes with --output-format adapter")
+    if adapter_rank is not None and (not isinstance(adapter_rank, int) or adapter_rank < 1):
+        raise ConfigError(f"--adapter-rank must be a whole number >= 1, not {adapter_rank!r}")
+
+
+class MergedAdapter:
+    """A merge of adapter sources written as one LoRA adapter (``--output-format adapter``).
+
+    The merge engine streams the merged tensors of the adapted weights (and of the wholly
+    trained modules) into it in layout order (:meth:`write`, :meth:`write_rows`, as any sink).
+    When an adapted weight is complete its merged update ΔW = merged − base is factored:
+    truncated SVD ΔW ≈ (U·S)[:, :r] · Vh[:r] (B = U·S, A = Vh, scale 1, as peft's ``*_svd``
+    combinations), keeping one dense layer in memory at a time. With ``concatenate`` (linear
+    without a rank) no adapted weight is merged: the factors are stacked, A = [A₁; …; A_K] and
+    B = [w₁s₁B₁, …, w_Ks_KB_K], whose product is Σ wₖ sₖ Bₖ Aₖ exactly (peft's ``cat``).
+    """
+
+    def __init__(self, readers: list[AdapterSource], rank: int | None, concatenate: bool,
+                 weights_for=None, device: Any = "cpu"):
+        self.readers, self.first = readers, readers[0]
+        self.concatenate = concatenate
+        self.rank = sum(r.config.rank for r in readers) if concatenate else (
+            rank or max(r.config.rank for r in readers))
+        self.weights_for, self.device = weights_for, device
+        self.tensors: dict[str, torch.Tensor] = {}  # adapter-file name -> tensor
+        self._buffers: dict[str, tuple[torch.Tensor, int]] = {}
+        self.energy: dict[str, float] = {}  # model name -> fraction of ‖ΔW‖² the factors keep
+
+    def merged_names(self) -> list[str]:
+        """The model tensors the engine merges into this adapter, in the first source's order."""
+        names = set(self.first.whole) | (set() if self.concatenate else set(self.first.factors))
+        return [name for name in self.first.keys() if name in names]
+
+    # ------------------------------------------------------------------ the sink
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Tensor ``name`` whole."""
+        if tensor.dim() == 0:
+            self._complete(name, tensor.detach().to("cpu").clone())
+        else:
+            self.write_rows(name, tensor)
+
+    def write_rows(self, name: str, rows: torch.Tensor) -> None:
+        """The next rows of tensor ``name``."""
+        shape = self.first.info(name).shape
+        if not shape:
+            return self.write(name, rows.reshape(()))
+        dtype = torch.float32 if name in self.first.factors else rows.dtype
+        buffer, done = self._buffers.pop(name, None) or (torch.empty(shape, dtype=dtype), 0)
+        buffer[done:done + rows.shape[0]].copy_(rows)
+        done += rows.shape[0]
+        if done < shape[0]:
+            self._buffers[name] = (buffer, done)
+        else:
+            self._complete(name, buffer)
+
+    def _complete(self, name: str, merged: torch.Tensor) -> None:
+        if name not in self.first.factors:
+            self.tensors[self.first.whole[name]] = merged
+            return
+        delta = merged.sub_(self.first.base_rows(name, 0, merged.shape[0]).to(torch.float32)).to(self.device)
+        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+        r = min(self.rank, s.numel())
+        total = float(s.square().sum())
+        self.energy[name] = float(s[:r].square().sum()) / total if total > 0 else 1.0
+        a, b = vh[:r], u[:, :r] * s[:r]
+        if r < self.rank:  # a layer narrower than the rank: zero factors pad it (every module has rank r)
+            a = torch.cat([a, a.new_zeros(self.rank - r, a.shape[1])])
+            b = torch.cat([b, b.new_zeros(b.shape[0], self.rank - r)], dim=1)
+        self._store(name, a, b)
+
+    def finish(self) -> None:
+        """Stack the factors (``concatenate``); after the engine wrote every merged tensor."""
+        if self.concatenate:
+            for name in self.first.factors:
+                weights = self.weights_for(name)
+                a = torch.cat([r.adapter.get(r.factors[name][0]).to(torch.float32) for r in self.readers])
+                b = torch.cat([float(w) * r.config.scale * r.adapter.get(r.factors[name][1]).to(torch.float32)
+                               for r, w in zip(self.readers, weights)], dim=1)
+                self.energy[name] = 1.0
+                self._store(name, a, b)
+        missing = [n for n in self.first.keys() if (n in self.first.whole and self.first.whole[n] not in self.tensors)
+                   or (n in self.first.factors and self.first.factors[n][0] not in self.tensors)]
+        if missing:
+            raise ModelError(f"the merged adapter lacks {missing[0]}")
+
+    def _store(self, name: str, a: torch.Tensor, b: torch.Tensor) -> None:
+        a_key, b_key = self.first.factors[name]
+        dtype = self.first.adapter.info(a_key).dtype
+        self.tensors[a_key] = a.to("cpu", dtype).contiguous()
+        self.tensors[b_key] = b.to("cpu", dtype).contiguous()
+
+    # ------------------------------------------------------------------ the results
+    def config(self) -> dict[str, Any]:
+        """The first source's ``adapter_config.json`` with the merged rank (scale 1: alpha = r)."""
+        data = json.loads((self.first.path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        data.update(r=self.rank, lora_alpha=self.rank, use_rslora=False, rank_pattern={}, alpha_pattern={})
+        return data
+
+    def describe(self) -> dict[str, Any]:
+        """What merge_details.json records: the rank, how it was reached, the update kept."""
+        kept = list(self.energy.values())
+        return {"format": "adapter", "sources": len(self.readers), "rank": self.rank, "alpha": float(self.rank),
+                "method": "concatenation" if self.concatenate else "truncated_svd",
+                "source_ranks": [r.config.rank for r in self.readers],
+                "energy_kept_min": round(min(kept), 6) if kept else None,
+                "energy_kept_mean": round(sum(kept) / len(kept), 6) if kept else None}
+
+    def applied_state(self, merged: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The whole model the merged adapter makes of the base (name -> tensor): what
+        ``peft``'s ``merge_and_unload`` of it gives."""
+        state = {}
+        for name in self.first.keys():
+            info = self.first.info(name)
+            if name in self.first.whole:
+                state[name] = self.tensors[self.first.whole[name]]
+            elif name in self.first.factors:
+                a_key, b_key = self.first.factors[name]
+                base = self.first.base_rows(name, 0, info.shape[0])
+                update = self.tensors[b_key].to(torch.float32) @ self.tensors[a_key].to(torch.float32)
+                state[name] = (base.to(torch.float32) + update).to(base.dtype)
+            else:
+                state[name] = self.first.get(name)
+        return state
+
+
+def adapter_line(facts: dict[str, Any]) -> str:
+    """One line on a merged adapter (:meth:`MergedAdapter.describe`): its rank and how exact it is."""
+    if facts["method"] == "concatenation":
+        return (f"Merged adapter of rank {facts['rank']}: the exact concatenation of {facts['sources']} adapters "
+                f"(ranks {'+'.join(str(r) for r in facts['source_ranks'])}).")
+    return (f"Merged adapter of rank {facts['rank']}: truncated SVD of the merged update, keeping "
+            f"{100 * facts['energy_kept_mean']:.1f}% of its energy on average (least "
+            f"{100 * facts['energy_kept_min']:.1f}%).")
 
 
 def adapter_base(folder: str | Path) -> Path:

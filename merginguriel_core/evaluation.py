@@ -53,6 +53,11 @@ def model_fingerprint(model_dir: Path) -> str:
         digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         if file.name == "config.json":
             digest.update(file.read_bytes())
+    from merginguriel_core.adapters import ADAPTER_CONFIG, adapter_base, is_adapter
+
+    if is_adapter(model_dir):  # an adapter's logits also depend on its config and its base
+        digest.update((model_dir / ADAPTER_CONFIG).read_bytes())
+        digest.update(model_fingerprint(adapter_base(model_dir)).encode())
     return digest.hexdigest()[:24]
 
 
@@ -64,8 +69,13 @@ def examples_fingerprint(examples: Examples) -> str:
 
 
 def model_labels(model_dir: Path) -> list[str]:
-    """The model's labels in id order, from its config.json."""
+    """The model's labels in id order, from its config.json (an adapter folder without one:
+    its base's)."""
+    from merginguriel_core.adapters import adapter_base, is_adapter
+
     config = model_dir / "config.json"
+    if not config.is_file() and is_adapter(model_dir):
+        config = adapter_base(model_dir) / "config.json"
     if not config.is_file():
         raise ModelError(f"{model_dir} has no config.json")
     id2label = json.loads(config.read_text(encoding="utf-8")).get("id2label") or {}
@@ -224,6 +234,8 @@ class Predictor:
     progress: bool = False
     forward_passes: int = 0
     cache_hits: int = 0
+    #: How many times an adapter's base model was read (adapters on one base share one).
+    base_loads: int = 0
     _loaded: tuple[Path, Any, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -252,11 +264,21 @@ class Predictor:
         return logits
 
     def _model(self, model_dir: Path):
+        """The model of ``model_dir``, loaded once in a row. Adapter folders on one base share
+        one base model: the next adapter is switched in (see
+        :func:`~merginguriel_core.statistics.adapter_classifier`)."""
         if self._loaded is None or self._loaded[0] != model_dir:
-            from merginguriel_core.statistics import load_classifier
+            from merginguriel_core.adapters import is_adapter
+            from merginguriel_core.statistics import adapter_classifier, load_classifier
 
+            previous = self._loaded[1] if self._loaded is not None else None
             self._loaded = None
-            model, tokenizer = load_classifier(model_dir, self.device)
+            if is_adapter(model_dir):
+                model, tokenizer = adapter_classifier(model_dir, self.device, previous)
+                self.base_loads += 0 if model is previous else 1
+            else:
+                del previous
+                model, tokenizer = load_classifier(model_dir, self.device)
             self._loaded = (model_dir, model, tokenizer)
         return self._loaded[1], self._loaded[2]
 

@@ -98,6 +98,19 @@ def tokenizer_for(folder: str | Path):
     return _TOKENIZERS[stamp]
 
 
+def side_files_folder(folder: str | Path):
+    """``where(name)``: ``folder``, or for an adapter folder without the file ``name`` (its
+    config, its tokenizer) the adapter's base model folder."""
+    from merginguriel_core.adapters import adapter_base, is_adapter
+
+    folder = Path(folder)
+
+    def where(name: str) -> Path:
+        return adapter_base(folder) if not (folder / name).is_file() and is_adapter(folder) else folder
+
+    return where
+
+
 #: Tokenizers by the content of their files (at most 8).
 _TOKENIZERS: dict[tuple, Any] = {}
 
@@ -134,6 +147,7 @@ def merge_and_evaluate(
     check_batching(batch_size, max_length)
     folder = plan.sources[0].path  # the merged model's config and tokenizer are this source's
     check_label_space(folder, label_space)
+    files = side_files_folder(folder)
     gold = gold_ids(examples, label_space)
     chosen = evaluator_objects(evaluators)
     device = plan.device if device is None else resolve_device(device) if isinstance(device, str) else device
@@ -141,9 +155,9 @@ def merge_and_evaluate(
     started = time.perf_counter()
     state = merge_state_dict(plan, keep=keep, details=details)
     merged = time.perf_counter()
-    model = model_from_state_dict(folder, state, device=device)
+    model = model_from_state_dict(files("config.json"), state, device=device)
     del state  # the model holds the tensors now
-    tokenizer = tokenizer_for(folder)
+    tokenizer = tokenizer_for(files("tokenizer_config.json"))
     loaded = time.perf_counter()
     logits = predict_logits(model, tokenizer, examples.texts, batch_size, max_length, device, progress,
                             desc=f"merged for {examples.source}")

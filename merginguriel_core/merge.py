@@ -95,6 +95,11 @@ class MergePlan:
     #: in the order of ``sources``, each group summing to 1): a tensor of a listed group is
     #: merged with its group's weights, every other tensor with the sources' weights.
     group_weights: Any = None
+    #: ``model`` writes a whole model; ``adapter`` (adapter sources only) one LoRA adapter:
+    #: the exact concatenation for ``linear`` without ``adapter_rank``, else the merged ΔW
+    #: factored by truncated SVD to ``adapter_rank`` (default: the sources' largest rank).
+    output_format: str = "model"
+    adapter_rank: int | None = None
 
     @property
     def weights(self) -> tuple[tuple[str, float], ...]:
@@ -733,19 +738,27 @@ def _run(plan: MergePlan, output: Path | None, in_memory: bool) -> tuple[dict[st
         base = BaseView(base_file, readers[0].keys(), plan.base) if base_file is not None else None
         check_compatible(list(plan.sources), readers, base)
         chunk_bytes = plan.chunk_bytes or auto_chunk_bytes(readers[0].total_bytes(), len(readers), plan.device)
-        layout = _layout(plan, readers[0])
-        memory = _StateDictSink(layout) if in_memory else None
+        adapter = _merged_adapter(plan, readers)
+        layout = _layout(plan, readers[0], adapter)
+        memory = _StateDictSink(layout) if in_memory and adapter is None else None
         tmp_dir = None
         if output is not None:
             needed = sum(math.prod(shape) * dtype.itemsize for _, dtype, shape in layout)
             tmp_dir = stack.enter_context(
-                staged_folder(output, overwrite=plan.overwrite, what="merged model", needed_bytes=needed))
+                staged_folder(output, overwrite=plan.overwrite, what=f"merged {plan.output_format}",
+                              needed_bytes=needed if adapter is None else 0))
         prepared = plan.strategy.prepare(
             MergeContext(plan.sources, plan.base, plan.params, plan.device, plan.data, plan.progress))
         if hasattr(prepared, "close"):
             stack.callback(prepared.close)
         merger = _TensorMerger(plan, readers, base, chunk_bytes, prepared)
-        if tmp_dir is not None:
+        if adapter is not None:
+            adapter.weights_for = merger.weights_for
+            counts, copied = _merge_all(plan, merger, layout, adapter), []
+            adapter.finish()
+            if tmp_dir is not None:
+                copied = _write_adapter(adapter, plan.sources[0].path, tmp_dir)
+        elif tmp_dir is not None:
             metadata = {"format": "pt", "merged_by": "merginguriel", "strategy": plan.strategy.name}
             with ShardedSafetensorsWriter(tmp_dir, layout, max_shard_bytes=plan.max_shard_bytes,
                                           metadata=metadata) as writer:
@@ -756,6 +769,10 @@ def _run(plan: MergePlan, output: Path | None, in_memory: bool) -> tuple[dict[st
             counts, copied = _merge_all(plan, merger, layout, memory), []
         details = _details(plan, copied, len(layout), counts.bytes, time.perf_counter() - started, chunk_bytes)
         details.update(counts.details(_shortcut(plan)))
+        state = memory.tensors if memory is not None else None
+        if adapter is not None:
+            details["output"] = adapter.describe()
+            state = adapter.applied_state() if in_memory else None
         if hasattr(prepared, "describe"):
             details["statistics"] = prepared.describe()
         if base is not None:
@@ -766,13 +783,47 @@ def _run(plan: MergePlan, output: Path | None, in_memory: bool) -> tuple[dict[st
             if plan.group_weights is not None:
                 plan.group_weights.plot(tmp_dir / GROUP_WEIGHTS_PLOT,
                                         f"Merge weights per tensor group ({plan.strategy.name})")
-    return (memory.tensors if memory is not None else None), details
+    return state, details
 
 
-def _layout(plan: MergePlan, first: TensorSource) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
-    """``(name, output dtype, shape)`` of every tensor, in the first source's order."""
+def _layout(plan: MergePlan, first: TensorSource, adapter: Any = None) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    """``(name, output dtype, shape)`` of every tensor merged, in the first source's order:
+    all of them, or for a merged ``adapter`` the tensors it holds (adapted weights in float32,
+    factored afterwards)."""
     def dtype(name: str) -> torch.dtype:
         own = first.info(name).dtype
+        if adapter is not None and name in first.factors:
+            return torch.float32
         return DTYPES[plan.dtype] if plan.dtype != "auto" and own.is_floating_point else own
 
-    return [(name, dtype(name), first.info(name).shape) for name in first.keys()]
+    names = first.keys() if adapter is None else adapter.merged_names()
+    return [(name, dtype(name), first.info(name).shape) for name in names]
+
+
+def _merged_adapter(plan: MergePlan, readers: list[Any]):
+    """The :class:`~merginguriel_core.adapters.MergedAdapter` a plan with ``output_format
+    adapter`` merges into (``None`` for a whole model)."""
+    from merginguriel_core.adapters import AdapterSource, MergedAdapter
+
+    if plan.output_format != "adapter":
+        return None
+    for source, reader in zip(plan.sources, readers):
+        if not isinstance(reader, AdapterSource):
+            raise ConfigError(f"--output-format adapter needs adapter sources; {source.locale} ({source.path}) "
+                              f"is a whole model (use --output-format model)")
+    concatenate = plan.strategy.name == "linear" and plan.adapter_rank is None
+    return MergedAdapter(readers, plan.adapter_rank, concatenate, device=plan.device)
+
+
+def _write_adapter(adapter: Any, first: Path, folder: Path) -> list[str]:
+    """The merged adapter's files in ``folder``: weights, config, and the first source's
+    side files (its classifier ``config.json``, tokenizer)."""
+    from safetensors.torch import save_file
+
+    from merginguriel_core.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
+    copied = _copy_side_files(first, folder)
+    (folder / "README.md").unlink(missing_ok=True)  # the first source's model card
+    save_file(adapter.tensors, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt", "merged_by": "merginguriel"})
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(adapter.config(), indent=2) + "\n", encoding="utf-8")
+    return [name for name in copied if name not in (ADAPTER_CONFIG, "README.md")]

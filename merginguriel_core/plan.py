@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from merginguriel_core.errors import ConfigError, MergingUrielError, ModelError
+from merginguriel_core.adapters import check_output_format
 from merginguriel_core.interfaces import DATA_OPTIONS, Dataset, LabelledData, MergeStrategy, Weighting
 from merginguriel_core.models import DEFAULT_PATTERN, ModelRef, collect_models
 from merginguriel_core.selection import (
@@ -191,6 +192,8 @@ def plan_merge(
     given: Iterable[str] | None = None,
     fetch: bool = True,
     group_weights: Any = None,
+    output_format: str = "model",
+    adapter_rank: int | None = None,
 ) -> "MergePlan":
     """Resolve and check a merge; return its frozen plan for :func:`~merginguriel_core.merge.run_merge`.
 
@@ -207,7 +210,10 @@ def plan_merge(
     ``output=None`` plans without an output (to look at the sources); such a plan cannot run.
     ``group_weights`` (:class:`~merginguriel_core.groups.GroupWeights` over the same
     sources) gives some tensor groups their own weights; a selection whose weighting returned
-    them brings its own.
+    them brings its own. ``output_format="adapter"`` (adapter sources only) writes one LoRA
+    adapter instead of a whole model: the exact concatenation for ``linear`` without
+    ``adapter_rank``, else rank ``adapter_rank`` (default: the sources' largest) by truncated SVD.
+    Task-vector strategies over adapter sources default ``base_model`` to the adapters' base.
 
     Every check that needs no model file runs first, and all their problems are reported
     together; then the sources are selected, and (with ``fetch``) their folders resolved.
@@ -222,6 +228,8 @@ def plan_merge(
     with problems.check():
         resolved["strategy"] = resolve_plugin("strategy", strategy, registry)
     resolved |= _run_settings(problems, output, overwrite, device, dtype, chunk_size, max_shard_size, data, registry)
+    with problems.check():
+        check_output_format(output_format, adapter_rank)
     if isinstance(selection, SelectionOptions):
         with problems.check():
             selection.check()
@@ -236,6 +244,10 @@ def plan_merge(
     picked, refs, chosen_selection = _merge_sources(selection, sources, models, registry, given, base_model, resolved["device"])
     if base_model is None and chosen.needs_base and refs:
         base_model = _default_base([s.locale for s in picked], refs)
+    if base_model is None and chosen.needs_base:
+        base_model = _adapters_base(picked)
+    if output_format == "adapter":
+        _check_adapter_sources(picked)
     chosen.check(resolved["params"], len(picked), resolved.get("data"))
     if chosen.needs_base and base_model is None:
         raise ConfigError(f"strategy {chosen.name!r} needs a base model; pass --base-model PATH_OR_HUB_ID")
@@ -258,6 +270,7 @@ def plan_merge(
         base=Path(base_model) if base_model is not None else None, device=resolved["device"], dtype=dtype,
         chunk_bytes=resolved["chunk_bytes"], max_shard_bytes=resolved["max_shard_bytes"], overwrite=overwrite,
         seed=seed, progress=progress, data=resolved.get("data"), details=details, selection=chosen_selection,
+        output_format=output_format, adapter_rank=adapter_rank,
     )
     if output is not None:
         check_output(output, overwrite, [s.path for s in picked] + ([plan.base] if plan.base is not None else []))
@@ -388,6 +401,26 @@ def _check_needs(strategy: MergeStrategy, data: LabelledData | None) -> None:
             f"strategy {strategy.name!r} needs labelled data; pass --data-dir DIR (SIB-200 layout, "
             f"each model's own training split) or --data-file FILE (CSV/TSV/JSONL with text and label columns)"
         )
+
+
+def _check_adapter_sources(sources) -> None:
+    """``--output-format adapter`` merges adapter folders only (local folders checked here,
+    fetched ones by the engine)."""
+    from merginguriel_core.adapters import is_adapter
+
+    for source in sources:
+        if Path(source.path).is_dir() and not is_adapter(source.path):
+            raise ConfigError(f"--output-format adapter needs adapter sources; {source.locale} ({source.path}) "
+                              f"is a whole model (use --output-format model)")
+
+
+def _adapters_base(sources) -> Path | None:
+    """The base model that every source names, when every source is a local adapter folder."""
+    from merginguriel_core.adapters import adapter_base, is_adapter
+
+    if not sources or not all(is_adapter(s.path) for s in sources):
+        return None
+    return adapter_base(sources[0].path)
 
 
 def _default_base(selected: list[str], refs: Mapping[str, ModelRef]) -> str | None:

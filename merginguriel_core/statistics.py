@@ -112,28 +112,67 @@ def load_pretrained(loader, name_or_path: str | Path, **kwargs):
 
 
 def load_classifier(model_dir: Path, device: torch.device):
-    """A local sequence classifier and its tokenizer: safetensors only, no remote code."""
+    """A local sequence classifier and its tokenizer: safetensors only, no remote code. An
+    adapter folder gives its base with the adapter merged in (peft's ``merge_and_unload``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from merginguriel_core.adapters import adapter_base, is_adapter
+    from merginguriel_core.adapters import is_adapter
 
-    if is_adapter(model_dir):  # a LoRA folder: its base with the adapter merged in (peft)
-        try:
-            import peft
-        except ImportError:
-            raise ModelError(f"{model_dir} is a LoRA adapter folder; reading it needs peft: "
-                             f"pip install -e \".[adapters]\"") from None
-        from transformers import AutoConfig
-
-        base = adapter_base(model_dir)
-        config = load_pretrained(AutoConfig, model_dir if (Path(model_dir) / "config.json").is_file() else base)
-        model = load_pretrained(AutoModelForSequenceClassification, base, config=config, use_safetensors=True,
-                                ignore_mismatched_sizes=True)
-        model = peft.PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload().to(device)
-        return model, load_pretrained(AutoTokenizer, model_dir if (Path(model_dir) / "tokenizer_config.json").is_file()
-                                      else base)
+    if is_adapter(model_dir):
+        model, tokenizer = adapter_classifier(model_dir, device)
+        return model.merge_and_unload(), tokenizer
     model = load_pretrained(AutoModelForSequenceClassification, model_dir, use_safetensors=True).to(device)
     return model, load_pretrained(AutoTokenizer, model_dir)
+
+
+def adapter_classifier(model_dir: Path, device: torch.device, loaded: Any = None):
+    """A LoRA adapter folder as a ``peft.PeftModel`` over its base, the adapter active, and
+    its tokenizer (the folder's, else the base's).
+
+    ``loaded`` (a model from an earlier call) on the same base is reused: the new adapter is
+    read into it and switched to, the previous one dropped, so a run over K adapters holds one
+    base model and reads it once."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from merginguriel_core.adapters import adapter_base
+
+    try:
+        import peft
+    except ImportError:
+        raise ModelError(f"{model_dir} is a LoRA adapter folder; reading it needs peft: "
+                         f"pip install -e \".[adapters]\"") from None
+    base = adapter_base(model_dir)
+    folder = Path(model_dir)
+    tokenizer_source = folder if (folder / "tokenizer_config.json").is_file() else base
+    name = f"a{hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]}"
+    config = load_pretrained(AutoConfig, folder if (folder / "config.json").is_file() else base)
+    if (isinstance(loaded, peft.PeftModel) and getattr(loaded, "merginguriel_base", None) == base
+            and _labels(loaded.config) == _labels(config)):
+        previous = loaded.active_adapter
+        try:
+            loaded.load_adapter(str(folder), adapter_name=name)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"cannot load adapter {folder}: {first_line(exc)}") from None
+        loaded.set_adapter(name)
+        if previous != name:
+            loaded.delete_adapter(previous)
+        loaded.merginguriel_tokenizer = (loaded.merginguriel_tokenizer if tokenizer_source == base
+                                         else load_pretrained(AutoTokenizer, tokenizer_source))
+        return loaded, loaded.merginguriel_tokenizer
+    model = load_pretrained(AutoModelForSequenceClassification, base, config=config, use_safetensors=True,
+                            ignore_mismatched_sizes=True)
+    try:
+        model = peft.PeftModel.from_pretrained(model, str(folder), adapter_name=name).to(device)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"cannot load adapter {folder}: {first_line(exc)}") from None
+    model.merginguriel_base = base
+    model.merginguriel_tokenizer = load_pretrained(AutoTokenizer, tokenizer_source)
+    return model, model.merginguriel_tokenizer
+
+
+def _labels(config) -> list[str]:
+    """A classifier config's labels in id order (what its logits' columns mean)."""
+    return [str(label) for _, label in sorted((int(i), label) for i, label in (config.id2label or {}).items())]
 
 
 def label_ids(model, examples: Examples) -> list[int]:

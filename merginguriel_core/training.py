@@ -91,8 +91,13 @@ class AdapterTraining:
         if missing:
             raise ConfigError(f"--lora-targets {missing[0]} is no module of the base model; "
                               f"e.g. query, key, value, dense")
+        # Trained whole besides the adapter: the head (peft's SEQ_CLS task adds it) and every
+        # module the base checkpoint lacks (so the adapter folder holds all it changed).
+        fresh = [name for name in getattr(model, "merginguriel_new_modules", ())
+                 if name.rsplit(".", 1)[-1] not in self.targets]
         config = peft.LoraConfig(task_type="SEQ_CLS", r=self.rank, lora_alpha=self.alpha,
-                                 target_modules=list(self.targets), lora_dropout=0.0)
+                                 target_modules=list(self.targets), lora_dropout=0.0,
+                                 modules_to_save=fresh or None)
         return peft.get_peft_model(model, config)
 
 
@@ -260,7 +265,7 @@ def _load_model(base_model: str, label_space: list[str], device: torch.device) -
     from merginguriel_core.statistics import load_pretrained
 
     tokenizer = load_pretrained(AutoTokenizer, base_model)
-    model = load_pretrained(
+    model, info = load_pretrained(
         AutoModelForSequenceClassification,
         base_model,
         num_labels=len(label_space),
@@ -268,8 +273,14 @@ def _load_model(base_model: str, label_space: list[str], device: torch.device) -
         label2id={label: i for i, label in enumerate(label_space)},
         use_safetensors=True,
         ignore_mismatched_sizes=True,  # a base that is itself a classifier of other labels gets a new head
-    ).to(device)
-    return model, tokenizer
+        output_loading_info=True,
+    )
+    # The modules the checkpoint lacks were initialised here (the head; a pooler an encoder-only
+    # checkpoint has not): an adapter must train and save them, or they are lost with the run.
+    fresh = [key if isinstance(key, str) else key[0] for key in
+             [*(info.get("missing_keys") or ()), *(info.get("mismatched_keys") or ())]]
+    model.merginguriel_new_modules = sorted({key.rsplit(".", 1)[0] for key in fresh if "." in key})
+    return model.to(device), tokenizer
 
 
 def _fit(model, tokenizer, splits: _Splits, config: TrainingConfig, device: torch.device, locale: str,
@@ -387,9 +398,12 @@ def _dev_accuracy(model, tokenizer, splits: _Splits, config: TrainingConfig, dev
 
 
 def _save(model, tokenizer, details: dict[str, Any], folder: Path) -> None:
-    """Write the model (safetensors), its tokenizer and ``training_details.json`` into ``folder``."""
+    """Write the model (safetensors), its tokenizer and ``training_details.json`` into ``folder``.
+    An adapter folder holds the adapter and the classifier's config (for its labels), not the
+    tokenizer: that is its base model's, read from there."""
     model.save_pretrained(folder, safe_serialization=True)
-    if hasattr(model, "peft_config"):  # an adapter folder: also the classifier's config, for its labels
+    if hasattr(model, "peft_config"):
         model.get_base_model().config.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    else:
+        tokenizer.save_pretrained(folder)
     (folder / DETAILS).write_text(json.dumps(details, indent=2) + "\n", encoding="utf-8")

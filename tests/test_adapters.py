@@ -171,3 +171,275 @@ def test_lora_options_go_with_an_adapter(runner, zoo_dir, sib_dir, tmp_path):
                      "--output", tmp_path / "m", "--adapter", "ia3")
     assert result.exit_code == 1 and "unknown --adapter 'ia3'; allowed: lora" in result.output
     assert not (tmp_path / "m").exists()
+
+
+# ------------------------------------------------------------------ merged adapters (--output-format adapter)
+def _peft_adapters(base: Path, folder: Path, names=("de", "nl"), rank: int = 2) -> list[Path]:
+    """Trained-looking peft LoRA folders on ``base`` (query and value adapted, random B),
+    without a wholly trained head: peft's add_weighted_adapter refuses to combine those."""
+    peft = pytest.importorskip("peft", reason="peft is not installed (pip install -e '.[adapters]')")
+    from transformers import AutoModelForSequenceClassification
+
+    folders = []
+    for index, name in enumerate(names):
+        torch.manual_seed(index)
+        model = AutoModelForSequenceClassification.from_pretrained(base)
+        wrapped = peft.get_peft_model(model, peft.LoraConfig(r=rank, lora_alpha=2 * rank,
+                                                             target_modules=["query", "value"]))
+        with torch.no_grad():
+            for parameter_name, parameter in wrapped.named_parameters():
+                if "lora_" in parameter_name:
+                    parameter.copy_(torch.randn_like(parameter) * 0.5)
+        wrapped.save_pretrained(folder / name)
+        (folder / name / "adapter_config.json").write_text(json.dumps(
+            {**json.loads((folder / name / "adapter_config.json").read_text()), "base_model_name_or_path": str(base)}))
+        folders.append(folder / name)
+    return folders
+
+
+def _peft_combination(base: Path, folders: list[Path], weights: list[float], combination: str, **options):
+    """The whole model of peft's add_weighted_adapter over ``folders`` (merge_and_unload)."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), str(folders[0]),
+                                      adapter_name="a0")
+    for index, folder in enumerate(folders[1:], 1):
+        model.load_adapter(str(folder), adapter_name=f"a{index}")
+    model.add_weighted_adapter([f"a{i}" for i in range(len(folders))], weights, "merged",
+                               combination_type=combination, **options)
+    model.set_adapter("merged")
+    return model.merge_and_unload().state_dict()
+
+
+def _applied(base: Path, folder: Path) -> dict[str, torch.Tensor]:
+    """The whole model peft makes of the merged adapter in ``folder``."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), str(folder))
+    return model.merge_and_unload().state_dict()
+
+
+def _merge_adapter(folders, weights, output, registry, strategy="linear", **options):
+    from merginguriel_core.merge import SourceModel, run_merge
+    from merginguriel_core.plan import plan_merge
+
+    sources = [SourceModel(f"l{i}-XX", folder, w) for i, (folder, w) in enumerate(zip(folders, weights))]
+    return run_merge(plan_merge(output, sources=sources, strategy=strategy, registry=registry, progress=False,
+                                output_format="adapter", **options))
+
+
+def _assert_same_models(first: dict, second: dict, atol: float = 1e-5) -> None:
+    assert sorted(first) == sorted(second)
+    for name in first:
+        assert torch.allclose(first[name].float(), second[name].float(), atol=atol), name
+
+
+def test_a_linear_merged_adapter_is_the_exact_concatenation_peft_cat_makes(zoo_dir, tmp_path, registry):
+    from merginguriel_core.merge import SourceModel, merge_state_dict
+    from merginguriel_core.plan import plan_merge
+
+    base = zoo_dir / "base"
+    folders = _peft_adapters(base, tmp_path)
+    summary = _merge_adapter(folders, [0.7, 0.3], tmp_path / "merged", registry)
+    config = json.loads((tmp_path / "merged" / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"]) == (4, 4)  # 2 + 2, scale 1
+    assert summary.details["output"] == {"format": "adapter", "sources": 2, "rank": 4, "alpha": 4.0,
+                                         "method": "concatenation", "source_ranks": [2, 2],
+                                         "energy_kept_min": 1.0, "energy_kept_mean": 1.0}
+    assert not (tmp_path / "merged" / "model.safetensors").exists()
+    applied = _applied(base, tmp_path / "merged")
+    _assert_same_models(applied, _peft_combination(base, folders, [0.7, 0.3], "cat"))
+    # ... and the whole model of the same merge (--output-format model) is the same model
+    whole = merge_state_dict(plan_merge(None, sources=[SourceModel("l0-XX", folders[0], 0.7),
+                                                       SourceModel("l1-XX", folders[1], 0.3)],
+                                        registry=registry, progress=False))
+    _assert_same_models({k: v for k, v in applied.items() if k in whole}, whole)
+
+
+def test_a_ties_merged_adapter_equals_peft_ties_svd(zoo_dir, tmp_path, registry):
+    base = zoo_dir / "base"
+    folders = _peft_adapters(base, tmp_path, names=("de", "nl", "fr"))
+    # peft divides the disjoint sum by the number of agreeing adapters, TIES (and this tool) by
+    # their weight: the two agree for equal weights, which peft takes unnormalised.
+    summary = _merge_adapter(folders, [1, 1, 1], tmp_path / "merged", registry, strategy="ties",
+                             params={"density": 0.5}, adapter_rank=3)
+    assert summary.details["output"]["rank"] == 3 and summary.details["output"]["method"] == "truncated_svd"
+    assert 0.5 < summary.details["output"]["energy_kept_min"] < 1.0
+    assert summary.details["base_model"] == str(base)  # the adapters' base, for the task vectors
+    theirs = _peft_combination(base, folders, [1.0, 1.0, 1.0], "ties_svd", density=0.5, svd_rank=3)
+    _assert_same_models(_applied(base, tmp_path / "merged"), theirs)
+    # in memory (an experiment's merge cell): the model the merged adapter makes, not written
+    from merginguriel_core.merge import SourceModel, merge_state_dict
+    from merginguriel_core.plan import plan_merge
+
+    in_memory = merge_state_dict(plan_merge(
+        None, sources=[SourceModel(f"l{i}-XX", f, 1) for i, f in enumerate(folders)], strategy="ties",
+        params={"density": 0.5}, registry=registry, progress=False, output_format="adapter", adapter_rank=3))
+    _assert_same_models(in_memory, theirs)
+
+
+def test_a_dare_linear_merged_adapter_equals_peft_dare_linear_svd_in_expectation(zoo_dir, tmp_path, registry):
+    """DARE's masks are random in both (different generators): averaged over draws, the two
+    merged updates converge to the same Σ wₖ ΔWₖ; one draw of each differs from it."""
+    base = zoo_dir / "base"
+    folders = _peft_adapters(base, tmp_path)
+    name = "roberta.encoder.layer.0.attention.self.value.weight"
+    with TensorSource(base) as plain:
+        base_weight = plain.get(name)
+    with AdapterSource(folders[0], base) as de, AdapterSource(folders[1], base) as nl:
+        expected = 0.5 * de.delta_rows(name, 0, 16) + 0.5 * nl.delta_rows(name, 0, 16)
+    draws = 40
+    ours, theirs = torch.zeros_like(expected), torch.zeros_like(expected)
+    for seed in range(draws):
+        _merge_adapter(folders, [0.5, 0.5], tmp_path / f"ours{seed}", registry, strategy="dare_linear",
+                       params={"density": 0.5}, adapter_rank=16, seed=seed)
+        ours += _applied(base, tmp_path / f"ours{seed}")[name] - base_weight
+        torch.manual_seed(seed)
+        theirs += _peft_combination(base, folders, [0.5, 0.5], "dare_linear_svd", density=0.5, svd_rank=16)[name] - base_weight
+    ours, theirs = ours / draws, theirs / draws
+    scale = float(expected.abs().mean())
+    assert float((ours - expected).abs().mean()) < 0.25 * scale
+    assert float((theirs - expected).abs().mean()) < 0.25 * scale
+    single = _applied(base, tmp_path / "ours0")[name] - base_weight
+    assert float((single - expected).abs().mean()) > 2 * float((ours - expected).abs().mean())
+
+
+def test_merge_cli_writes_an_adapter_peft_loads_and_states_its_rank(runner, zoo_dir, tmp_path):
+    from conftest import run_cli
+
+    base = zoo_dir / "base"
+    folders = _peft_adapters(base, tmp_path / "adapters")
+    for folder, locale in zip(folders, ("de-DE", "nl-NL")):
+        folder.rename(tmp_path / "adapters" / f"xlm-roberta-base_massive_k_{locale}")
+    args = ("merge", "--target-lang", "af-ZA", "--weighting", "average", "--models", tmp_path / "adapters",
+            "--no-progress", "--output-format", "adapter")
+    result = run_cli(runner, *args, "--output", tmp_path / "cat")
+    assert result.exit_code == 0, result.output
+    assert "Merged adapter of rank 4: the exact concatenation of 2 adapters (ranks 2+2)." in result.output
+    result = run_cli(runner, *args, "--adapter-rank", "2", "--strategy", "ties", "--output", tmp_path / "svd")
+    assert result.exit_code == 0, result.output
+    assert "Merged adapter of rank 2: truncated SVD of the merged update, keeping" in result.output
+    assert json.loads((tmp_path / "svd" / "adapter_config.json").read_text())["r"] == 2
+    assert not (tmp_path / "svd" / "README.md").exists()
+    with TensorSource(tmp_path / "svd") as merged:
+        a = [n for n in merged.keys() if ".lora_A." in n]
+        assert len(a) == 2 and all(merged.info(n).shape == (2, 16) for n in a)
+    _applied(base, tmp_path / "svd")  # peft loads it
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--output-format", "lora"), "unknown --output-format 'lora'; allowed: model, adapter"),
+    (("--adapter-rank", "4"), "--adapter-rank goes with --output-format adapter"),
+    (("--output-format", "adapter", "--adapter-rank", "0"), "--adapter-rank must be a whole number >= 1, not 0"),
+    (("--output-format", "adapter"), "--output-format adapter needs adapter sources; nl-NL"),
+])
+def test_output_format_mistakes_are_one_line_errors(runner, zoo_dir, tmp_path, extra, message):
+    from conftest import run_cli
+
+    result = run_cli(runner, "merge", "--target-lang", "af-ZA", "--weighting", "average", "--models", zoo_dir,
+                     "--output", tmp_path / "out", "--no-progress", *extra)
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ ensembles and the N×N matrix
+def test_ensembles_over_adapters_read_the_base_once_and_switch_adapters(runner, zoo_dir, sib_dir, tmp_path):
+    import numpy as np
+
+    from conftest import installed_registry, run_cli
+    from merginguriel_core.evaluation import LogitsCache, Predictor
+    from merginguriel_core.statistics import load_classifier
+    from merginguriel_core.training import predict_logits
+
+    base = zoo_dir / "base"
+    models = tmp_path / "adapters"
+    for folder, locale in zip(_peft_adapters(base, models, names=("de", "nl", "sw")), ("de-DE", "nl-NL", "sw-KE")):
+        folder.rename(models / f"xlm-roberta-base_massive_k_{locale}")
+    data = installed_registry().get("dataset", "sib200")
+    examples, labels = data.load(str(sib_dir), "af-ZA", "test"), data.labels(str(sib_dir))
+    predictor = Predictor(LogitsCache(None), torch.device("cpu"), max_length=16)
+    for folder in sorted(models.iterdir()):
+        switched = predictor.logits(folder, examples, labels)
+        merged, tokenizer = load_classifier(folder, torch.device("cpu"))  # base + adapter, merged by peft
+        expected = predict_logits(merged, tokenizer, examples.texts, 64, 16, torch.device("cpu"))
+        assert np.allclose(switched, expected, atol=1e-5), folder.name
+    assert predictor.base_loads == 1 and predictor.forward_passes == 3
+    assert len(predictor._loaded[1].peft_config) == 1  # the earlier adapters were dropped
+
+    result = run_cli(runner, "ensemble", "--target-lang", "af-ZA", "--models", models, "--data-dir", sib_dir,
+                     "--no-cache", "--no-progress", "--voting-method", "soft", "--weighting", "average", "--max-length", "16")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert {"de-DE", "nl-NL"} <= {s["locale"] for s in report["sources"]} and 0 <= report["accuracy"] <= 1
+    matrix = run_cli(runner, "nxn", "--models", models, "--data-dir", sib_dir, "--output", tmp_path / "nxn",
+                     "--no-cache", "--no-progress", "--max-length", "16")
+    assert matrix.exit_code == 0, matrix.output
+    frame = __import__("pandas").read_csv(next((tmp_path / "nxn").glob("*.csv")), index_col=0)
+    assert frame.shape[0] == 3 and frame.notna().all().all()
+
+
+def test_an_adapter_on_an_encoder_only_base_keeps_the_modules_the_base_lacks(runner, zoo_dir, sib_dir, tmp_path):
+    """An encoder checkpoint without a pooler (multilingual-e5) gets a freshly initialised one
+    in the classifier: the adapter must save it (trained with the head), or every later load
+    draws another random pooler and the adapter scores at chance."""
+    pytest.importorskip("peft", reason="peft is not installed (pip install -e '.[adapters]')")
+    import numpy as np
+    from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
+
+    from conftest import run_cli
+    from merginguriel_core.plugins import get_registry
+    from merginguriel_core.statistics import load_classifier
+    from merginguriel_core.training import predict_logits
+
+    encoder = tmp_path / "encoder"  # a tiny BERT (whose classifier reads the pooler) saved without it
+    vocab = AutoConfig.from_pretrained(zoo_dir / "base").vocab_size
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=40, pad_token_id=1),
+              add_pooling_layer=False).save_pretrained(encoder)
+    AutoTokenizer.from_pretrained(zoo_dir / "base").save_pretrained(encoder)
+    with TensorSource(encoder) as plain:
+        assert not [name for name in plain.keys() if "pooler" in name]
+    result = run_cli(runner, "train", "--base-model", encoder, "--data-dir", sib_dir, "--locale", "de-DE",
+                     "--output", tmp_path / "de", "--adapter", "lora", "--lora-rank", "2", "--epochs", "3",
+                     "--learning-rate", "5e-3", "--max-length", "16", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "de" / "tokenizer.json").exists()  # the base's tokenizer serves
+    with TensorSource(tmp_path / "de") as adapter:
+        saved = " ".join(adapter.keys())
+    assert "pooler.dense" in saved and "classifier" in saved
+    details = json.loads((tmp_path / "de" / "training_details.json").read_text())
+    dev = get_registry().get("dataset", "sib200").load(str(sib_dir), "de-DE", "dev")
+    labels = details["labels"]
+    gold = np.array([labels.index(label) for label in dev.labels])
+    accuracies = []
+    for _ in range(2):  # two loads: the same model, the one that was trained
+        model, tokenizer = load_classifier(tmp_path / "de", torch.device("cpu"))
+        logits = predict_logits(model, tokenizer, dev.texts, 64, 16, torch.device("cpu"))
+        accuracies.append(float(np.mean(logits.argmax(-1) == gold)))
+    assert accuracies[0] == accuracies[1] == pytest.approx(details["dev_accuracy"])
+
+
+def test_a_spec_checks_a_merge_entry_output_format_and_rank(tmp_path, trained, zoo_dir, sib_dir, registry):
+    from test_experiments import write_spec
+
+    from merginguriel_core.errors import ConfigError
+    from merginguriel_core.experiments.spec import load_spec
+
+    path = write_spec(tmp_path, trained, zoo_dir, sib_dir, strategies=[
+        {"strategy": "linear", "output_format": "lora"},
+        {"strategy": "ties", "label": "t1", "adapter_rank": 4},
+        {"strategy": "ties", "label": "t2", "output_format": "adapter", "adapter_rank": 0},
+        {"strategy": "ties", "label": "t3", "output_format": "adapter", "adapter_rank": 8}])
+    with pytest.raises(ConfigError) as error:
+        load_spec(path, registry)
+    problems = sorted(line.strip().removeprefix("- ") for line in str(error.value).splitlines()[1:])
+    assert problems == ["strategies[0].output_format: 'lora' is not one of: model, adapter",
+                        "strategies[1].adapter_rank: goes with output_format: adapter",
+                        "strategies[2].adapter_rank: must be a whole number >= 1, not 0"]
+    path = write_spec(tmp_path, trained, zoo_dir, sib_dir, strategies=[
+        {"strategy": "ties", "label": "t3", "output_format": "adapter", "adapter_rank": 8}])
+    spec = load_spec(path, registry)
+    assert [dict(m.options) for m in spec.methods if m.kind == "merge"] == [{"output_format": "adapter", "adapter_rank": 8}]

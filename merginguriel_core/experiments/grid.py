@@ -321,7 +321,9 @@ def run_merge_cell(context: Context, cell: Cell) -> dict[str, Any]:
                       base_model=context.spec.models.base if strategy.needs_base else None, data=data,
                       device=context.spec.device, seed=context.spec.seed, progress=False, registry=context.registry,
                       overwrite=True,  # the cell owns its --keep-models folder: a retry replaces what a kill left
-                      given=strategy.options_read())  # the grid sets exactly what the strategy reads
+                      given=strategy.options_read(),  # the grid sets exactly what the strategy reads
+                      output_format=method.options.get("output_format", "model"),
+                      adapter_rank=method.options.get("adapter_rank"))
     keep = context.results / "models" / cell.target / cell.id if context.keep_models else None
     from merginguriel_core.inmemory import merge_and_evaluate
 

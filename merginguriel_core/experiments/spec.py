@@ -48,6 +48,9 @@ TOP_KEYS = ("name", "models", "data", "targets", "leave_target_out", "selection"
 #: What an ``iterative:`` entry may set besides strategy, label, params and selections
 #: (:class:`~merginguriel_core.iterative.IterativeOptions`), and ``compare_with``: the label
 #: of the ``strategies:`` entry that is its one-shot counterpart.
+#: What a ``strategies:`` entry may set besides strategy, label, params and selections: the
+#: merged model's form (``output_format: adapter`` with adapter sources, ``adapter_rank``).
+MERGE_KEYS = ("output_format", "adapter_rank")
 ITERATIVE_KEYS = ("max_epochs", "merge_frequency", "merge_mix", "adaptive_merge_frequency",
                   "performance_merge_trigger", "convergence_threshold", "compare_with")
 #: What ``training:`` may set (:class:`~merginguriel_core.training.TrainingConfig`; the seed is the spec's).
@@ -520,7 +523,7 @@ def _params(check: _Checker, declared: tuple[Param, ...], given: Any, place: str
 def _methods(check: _Checker, value: Any, place: str, kind: str, registry: Any, selections: list[str],
              models: ModelsSpec, data: DataSpec) -> list[MethodSpec]:
     key, plugin_kind = ("voting", "voting_method") if kind == "vote" else ("strategy", "strategy")
-    extra = ITERATIVE_KEYS if kind == "iterative" else ()
+    extra = ITERATIVE_KEYS if kind == "iterative" else MERGE_KEYS if kind == "merge" else ()
     if not isinstance(value, (list, tuple)):
         check.add(place, f"must be a list, not {_kind(value)}")
         return []
@@ -544,6 +547,8 @@ def _methods(check: _Checker, value: Any, place: str, kind: str, registry: Any, 
         options = {k: given[k] for k in extra if k in given}
         if kind == "iterative":
             _iterative_options(check, options, here, models, data)
+        if kind == "merge":
+            _merge_options(check, options, here)
         if kind != "vote" and getattr(plugin, "needs_data", False) and data.data_dir is None:
             check.add(f"{here}.{key}", f"{name} computes statistics from labelled data; give data.data_dir")
         wanted = given.get("selections", selections)
@@ -563,6 +568,19 @@ def _methods(check: _Checker, value: Any, place: str, kind: str, registry: Any, 
     for repeated in sorted({label for label in labels if labels.count(label) > 1}):
         check.add(place, f"two entries are labelled {repeated!r}; give each its own label:")
     return methods
+
+
+def _merge_options(check: _Checker, options: Mapping[str, Any], here: str) -> None:
+    """A ``strategies:`` entry's ``output_format`` and ``adapter_rank``, checked as ``mu merge`` checks them."""
+    from merginguriel_core.adapters import OUTPUT_FORMATS
+
+    form, rank = options.get("output_format", "model"), options.get("adapter_rank")
+    if form not in OUTPUT_FORMATS:
+        check.add(f"{here}.output_format", f"{form!r} is not one of: {', '.join(OUTPUT_FORMATS)}")
+    if rank is not None and form != "adapter":
+        check.add(f"{here}.adapter_rank", "goes with output_format: adapter")
+    elif rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        check.add(f"{here}.adapter_rank", f"must be a whole number >= 1, not {rank!r}")
 
 
 def _iterative_options(check: _Checker, options: dict[str, Any], here: str, models: ModelsSpec, data: DataSpec) -> None:
