@@ -32,7 +32,7 @@ _EXPORTS = {
     "plan_ensemble": "plan", "EnsemblePlan": "ensemble", "EnsembleResult": "ensemble", "run_ensemble": "ensemble",
     "evaluate": "plan",
     # training
-    "TrainingConfig": "training", "IterativeOptions": "iterative", "IterativePlan": "iterative",
+    "train": "plan", "AdapterTraining": "training", "TrainingConfig": "training", "IterativeOptions": "iterative", "IterativePlan": "iterative",
     "IterativeResult": "iterative", "plan_iterative": "iterative", "run_iterative": "iterative",
     "TargetText": "target_text", "GroupWeights": "groups",
     # plugins and errors

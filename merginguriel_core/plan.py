@@ -656,3 +656,51 @@ def evaluate(
         "examples": len(examples), "cached": predictor.cache_hits > 0,
         **score(logits.argmax(-1), gold_ids(examples, label_space), len(label_space), resolved["evaluators"]),
     }
+
+
+def train(
+    output: str | Path,
+    locale: str,
+    base_model: str | Path,
+    dataset: Any = "sib200",
+    *,
+    data_dir: str | Path | None = None,
+    data_file: str | Path | None = None,
+    training: Any = None,
+    adapter: Any = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = False,
+    registry: Any = None,
+) -> dict[str, Any]:
+    """``mu train --locale``: fine-tune ``base_model`` on ``locale``'s train split of ``dataset``
+    (``training``: a :class:`~merginguriel_core.training.TrainingConfig`), or with ``adapter``
+    (an :class:`~merginguriel_core.training.AdapterTraining`) a LoRA adapter and the head; save
+    into ``output`` atomically and return ``training_details.json`` as a dictionary.
+    Every problem that needs no model file is reported together, before training starts."""
+    from merginguriel_core.languages import resolve_language
+    from merginguriel_core.merge import resolve_device
+    from merginguriel_core.training import TrainingConfig, train_one
+
+    training = TrainingConfig() if training is None else training
+    output = Path(output)
+    problems, resolved = Problems(), {}
+    with problems.check():
+        resolved["dataset"] = resolve_plugin("dataset", dataset, registry)
+    with problems.check():
+        resolved["location"] = data_location(data_dir, data_file)
+    with problems.check():
+        resolved["locale"] = resolve_language(locale).locale
+    with problems.check():
+        training.check()
+    if adapter is not None:
+        with problems.check():
+            adapter.check()
+    with problems.check():
+        resolved["device"] = resolve_device(device)
+    with problems.check():
+        if output.exists() and not overwrite:
+            raise ConfigError(f"{output} already exists; pass overwrite=True to retrain {locale}")
+    problems.raise_any()
+    return train_one(resolved["dataset"], resolved["location"], resolved["locale"], str(base_model), output,
+                     training, resolved["device"], progress, overwrite, adapter)

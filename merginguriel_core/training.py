@@ -94,7 +94,8 @@ class AdapterTraining:
         # Trained whole besides the adapter: the head (peft's SEQ_CLS task adds it) and every
         # module the base checkpoint lacks (so the adapter folder holds all it changed).
         fresh = [name for name in getattr(model, "merginguriel_new_modules", ())
-                 if name.rsplit(".", 1)[-1] not in self.targets]
+                 if name.rsplit(".", 1)[-1] not in self.targets
+                 and not {"classifier", "score"} & set(name.split("."))]  # the head: peft's own
         config = peft.LoraConfig(task_type="SEQ_CLS", r=self.rank, lora_alpha=self.alpha,
                                  target_modules=list(self.targets), lora_dropout=0.0,
                                  modules_to_save=fresh or None)

@@ -402,10 +402,11 @@ def test_an_adapter_on_an_encoder_only_base_keeps_the_modules_the_base_lacks(run
     AutoTokenizer.from_pretrained(zoo_dir / "base").save_pretrained(encoder)
     with TensorSource(encoder) as plain:
         assert not [name for name in plain.keys() if "pooler" in name]
-    result = run_cli(runner, "train", "--base-model", encoder, "--data-dir", sib_dir, "--locale", "de-DE",
-                     "--output", tmp_path / "de", "--adapter", "lora", "--lora-rank", "2", "--epochs", "3",
-                     "--learning-rate", "5e-3", "--max-length", "16", "--no-progress")
-    assert result.exit_code == 0, result.output
+    for locale in ("de-DE", "nl-NL"):
+        result = run_cli(runner, "train", "--base-model", encoder, "--data-dir", sib_dir, "--locale", locale,
+                         "--output", tmp_path / locale[:2], "--adapter", "lora", "--lora-rank", "2", "--epochs", "3",
+                         "--learning-rate", "5e-3", "--max-length", "16", "--no-progress")
+        assert result.exit_code == 0, result.output
     assert not (tmp_path / "de" / "tokenizer.json").exists()  # the base's tokenizer serves
     with TensorSource(tmp_path / "de") as adapter:
         saved = " ".join(adapter.keys())
@@ -420,6 +421,15 @@ def test_an_adapter_on_an_encoder_only_base_keeps_the_modules_the_base_lacks(run
         logits = predict_logits(model, tokenizer, dev.texts, 64, 16, torch.device("cpu"))
         accuracies.append(float(np.mean(logits.argmax(-1) == gold)))
     assert accuracies[0] == accuracies[1] == pytest.approx(details["dev_accuracy"])
+    # switched on one base (pooler and head are per adapter), the same logits as each loaded alone
+    from merginguriel_core.evaluation import LogitsCache, Predictor
+
+    predictor = Predictor(LogitsCache(None), torch.device("cpu"), max_length=16)
+    for folder in (tmp_path / "de", tmp_path / "nl", tmp_path / "de"):
+        model, tokenizer = load_classifier(folder, torch.device("cpu"))
+        alone = predict_logits(model, tokenizer, dev.texts, 64, 16, torch.device("cpu"))
+        assert np.allclose(predictor.logits(folder, dev, labels), alone, atol=1e-5), folder.name
+    assert predictor.base_loads == 1
 
 
 def test_a_spec_checks_a_merge_entry_output_format_and_rank(tmp_path, trained, zoo_dir, sib_dir, registry):

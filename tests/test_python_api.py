@@ -37,6 +37,8 @@ def test_every_snippet_of_the_python_api_page_runs(tmp_path, monkeypatch):
     assert len(namespace["table"].selected) == 3
     assert "['embeddings', 'layer.0', 'head']" in output
     assert (tmp_path / "merged-sw-ada" / "group_weights.png").is_file()
+    assert "concatenation 4" in output and "['de-DE', 'nl-NL']" in output
+    assert (tmp_path / "merged-af-lora" / "adapter_config.json").is_file()
     assert "[2, 4] 8" in output and (tmp_path / "iterative-sw" / "model" / "model.safetensors").is_file()
 
 
