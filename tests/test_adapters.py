@@ -453,3 +453,31 @@ def test_a_spec_checks_a_merge_entry_output_format_and_rank(tmp_path, trained, z
         {"strategy": "ties", "label": "t3", "output_format": "adapter", "adapter_rank": 8}])
     spec = load_spec(path, registry)
     assert [dict(m.options) for m in spec.methods if m.kind == "merge"] == [{"output_format": "adapter", "adapter_rank": 8}]
+
+
+def test_an_experiment_over_adapter_folders_runs_every_kind_of_cell(runner, zoo_dir, sib_dir, tmp_path, registry):
+    import yaml
+
+    from merginguriel_core.experiments.results import iter_cells
+    from merginguriel_core.experiments.runner import run_experiment
+
+    base = zoo_dir / "base"
+    models = tmp_path / "adapters"
+    for folder, locale in zip(_peft_adapters(base, models, names=("de", "nl", "sw")), ("de-DE", "nl-NL", "sw-KE")):
+        folder.rename(models / f"lora_{locale}")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "lora", "models": {"folder": str(models), "pattern": "lora_{locale}", "base": str(base)},
+        "data": {"dataset": "sib200", "data_dir": str(sib_dir), "split": "test", "max_length": 16, "batch_size": 8},
+        "targets": ["af-ZA"], "selections": ["average"],
+        "strategies": ["linear", {"strategy": "ties", "label": "ties+adapter2", "output_format": "adapter",
+                                  "adapter_rank": 2, "params": {"density": 0.5}}],
+        "voting": ["soft"], "baselines": "all"}))
+    run_experiment(spec, tmp_path / "results", registry=registry, progress=False)
+    records = {r["cell"]: r for _, r, _ in iter_cells(tmp_path / "results") if r is not None}
+    done = {key for key, r in records.items() if r["status"] == "done"}
+    assert {key for key in records if records[key]["status"] == "skipped"} == {  # no English nor af-ZA adapter
+        "af-ZA/baseline-english", "af-ZA/baseline-own"}
+    assert {"af-ZA/merge-linear@average", "af-ZA/merge-ties+adapter2@average", "af-ZA/vote-soft@average",
+            "af-ZA/baseline-closest", "af-ZA/nxn-de-DE"} <= done
+    assert all(0 <= records[key]["metrics"]["accuracy"] <= 1 for key in done)
