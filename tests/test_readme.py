@@ -72,6 +72,8 @@ def test_the_first_command_then_every_readme_command(workspace):
         assert (repo / "results" / "iterative-sq-AL" / "model" / "model.safetensors").is_file()
         assert (repo / "results" / "iterative-sq-AL" / "report" / "report.md").is_file()
         assert (repo / "results" / "grid" / "report" / "report.md").is_file()
+        assert (repo / "adapters" / "xlm-roberta-base_massive_k_de-DE" / "adapter_config.json").is_file()
+        assert (repo / "merged-af-ZA-adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_the_readme_names_no_command_the_test_cannot_see():
