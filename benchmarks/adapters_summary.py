@@ -122,6 +122,7 @@ def _costs(work: Path, ours, whole) -> None:
 
 def _merge_times(work: Path) -> None:
     """Five adapter sources merged three ways, side by side in one run, three times each."""
+    from merginguriel_core.adapters import adapter_line
     from merginguriel_core.merge import SourceModel, run_merge
     from merginguriel_core.plan import plan_merge
 
@@ -134,6 +135,7 @@ def _merge_times(work: Path) -> None:
             "whole model (ties)": ("ties", "model", None)}
     times: dict[str, list[float]] = {name: [] for name in ways}
     written: dict[str, int] = {}
+    lines: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(3):
             for name, (strategy, form, rank) in ways.items():
@@ -141,13 +143,17 @@ def _merge_times(work: Path) -> None:
                 plan = plan_merge(out, sources=sources, strategy=strategy, progress=False, output_format=form,
                                   adapter_rank=rank)
                 started = time.perf_counter()
-                run_merge(plan)
+                summary = run_merge(plan)
                 times[name].append(time.perf_counter() - started)
+                if summary.details.get("output"):
+                    lines[name] = adapter_line(summary.details["output"])
                 written[name] = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     print("\n| merge of 5 adapter sources, written | median seconds (3 runs, interleaved) | written weights |")
     print("|---|---|---|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.2f} | {written[name] / 1e6:.1f} MB |")
+    for name, line in lines.items():
+        print(f"\n{name} ({', '.join(s.locale for s in sources)}, equal weights): {line}")
 
 
 def _plot(targets, ours, whole, path: Path) -> None:
