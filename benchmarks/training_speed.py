@@ -19,7 +19,8 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from common import alternate_trainings
 
 MODES = {"grouped": "--group-by-length", "ungrouped": "--no-group-by-length"}
 
@@ -39,19 +40,7 @@ def train(args: argparse.Namespace, locale: str, mode: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base-model", type=Path, required=True)
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--locales", default="de-DE,sw-KE")
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/training-speed"))
-    args = parser.parse_args()
-    rows = []
-    for locale in args.locales.split(","):
-        for mode in MODES:
-            details = train(args, locale, mode)
-            rows.append((locale, mode, details))
-            print(f"  {locale} {mode}: {details['seconds']:.0f} s, dev {details['dev_accuracy']:.3f}", file=sys.stderr)
+    args, rows = alternate_trainings(__doc__.split("\n\n")[0], MODES, train, epochs=3.0, out="/tmp/training-speed")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the end; {args.epochs:g} epochs, batch 16, "
           "max length 96, frozen embeddings\n")
     print("| locale | mode | seconds | steps | dev accuracy | grouped / ungrouped |")
