@@ -19,8 +19,9 @@ from doc_commands import ROOT, SHARED, make_workspace, run, steps
 #: README commands that fetch from the hub, which this machine cannot reach.
 NEEDS_HUB = ("--base-model xlm-roberta-base",)
 #: README commands that read ../shared/data/sib200: directly, through the example spec, or
-#: the results of that spec.
-NEEDS_DATA = ("../shared/data/sib200", "docs/examples/experiment.yaml", "results/grid", "results/iterative")
+#: what an earlier SIB-200 step made (the grid, iterative training, the adapters).
+NEEDS_DATA = ("../shared/data/sib200", "docs/examples/experiment.yaml", "results/grid", "results/iterative",
+              "--models adapters")
 
 
 def readme_steps() -> list[tuple[str, str]]:
