@@ -71,7 +71,7 @@ class LoraConfig:
         kind = data.get("peft_type")
         if kind != "LORA":
             raise ModelError(f"{path}: peft_type {kind!r} is not supported; only LORA adapters are")
-        for flag in ("use_dora", "fan_in_fan_out"):
+        for flag in ("use_dora", "fan_in_fan_out", "lora_bias"):
             if data.get(flag):
                 raise ModelError(f"{path}: {flag} adapters are not supported")
         if data.get("rank_pattern") or data.get("alpha_pattern"):
@@ -106,6 +106,9 @@ class AdapterSource:
         self.whole: dict[str, str] = {}  # model name -> name in the adapter file (modules_to_save)
         for key in self.adapter.keys():
             name = key.removeprefix(PEFT_PREFIX)
+            if ".lora_embedding_" in name or (".lora_B." in name and name.endswith(".bias")):
+                what = "LoRA on embeddings" if ".lora_embedding_" in name else "a LoRA bias (lora_bias)"
+                raise ModelError(f"adapter {self.path}: {what} is not supported: {key}")
             if ".lora_A." in name:
                 module, _, rest = name.partition(".lora_A.")
                 other = key.replace(".lora_A.", ".lora_B.")
@@ -161,7 +164,9 @@ class AdapterSource:
         rows = self.base.get_rows(self._base_name(name), start, stop)
         if name not in self.factors:
             return rows
-        return (rows.to(torch.float32) + self.delta_rows(name, start, stop)).to(rows.dtype)
+        # float32, not the base's dtype: rounding W + ΔW to a bf16 base's step would swamp the
+        # small update (the engine merges in float32 and casts only what it writes).
+        return rows.to(torch.float32) + self.delta_rows(name, start, stop)
 
     def base_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows ``[start, stop)`` of the base model's tensor under ``name``."""
@@ -326,9 +331,28 @@ def adapter_line(facts: dict[str, Any]) -> str:
     if facts["method"] == "concatenation":
         return (f"Merged adapter of rank {facts['rank']}: the exact concatenation of {facts['sources']} adapters "
                 f"(ranks {'+'.join(str(r) for r in facts['source_ranks'])}).")
+    if facts.get("energy_kept_mean") is None:  # no adapted weight: only wholly trained modules were merged
+        return f"Merged adapter of rank {facts['rank']}: no adapted weights, only the modules it trains whole."
     return (f"Merged adapter of rank {facts['rank']}: truncated SVD of the merged update, keeping "
             f"{100 * facts['energy_kept_mean']:.1f}% of its energy on average (least "
             f"{100 * facts['energy_kept_min']:.1f}%).")
+
+
+def local_adapter_base(folder: str | Path) -> Path | None:
+    """The base model folder an adapter names, if it is on disk (no fetching): as given, else
+    from the adapter's folder; ``None`` for a hub id or a folder that is not an adapter."""
+    if not is_adapter(folder):
+        return None
+    try:
+        named = LoraConfig.read(folder).base_model
+    except (ModelError, ConfigError):
+        return None
+    if not named:
+        return None
+    for candidate in (Path(named), Path(folder) / named):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def adapter_base(folder: str | Path) -> Path:

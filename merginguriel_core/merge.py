@@ -132,6 +132,16 @@ def resolve_device(device: str) -> torch.device:
     raise ConfigError(f"unknown --device {device!r}; allowed: auto, cpu, cuda, cuda:N")
 
 
+def merge_inputs(sources: Iterable[SourceModel], base: Path | None) -> list[Path]:
+    """What a merge reads, which its output may never be, hold or lie inside: the source
+    folders, the base model and the base models that adapter sources name."""
+    from merginguriel_core.adapters import local_adapter_base
+
+    sources = list(sources)
+    bases = [b for s in sources if (b := local_adapter_base(s.path)) is not None]
+    return [s.path for s in sources] + ([base] if base is not None else []) + bases
+
+
 def check_output(output: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
     """Refuse an output that would clobber something: an existing folder (unless
     ``overwrite``), a symbolic link, the current folder or one above it, a path under a file,
@@ -716,7 +726,7 @@ def merge_state_dict(plan: MergePlan, *, keep: str | Path | None = None,
     if not isinstance(plan, MergePlan):
         raise TypeError(f"merge_state_dict takes a MergePlan (from plan_merge), not {type(plan).__name__}")
     if keep is not None:
-        check_output(Path(keep), plan.overwrite, [s.path for s in plan.sources] + ([plan.base] if plan.base else []))
+        check_output(Path(keep), plan.overwrite, merge_inputs(plan.sources, plan.base))
     state, facts = _run(plan, Path(keep) if keep is not None else None, in_memory=True)
     if details is not None:
         details.update(facts)

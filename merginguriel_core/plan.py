@@ -218,7 +218,7 @@ def plan_merge(
     Every check that needs no model file runs first, and all their problems are reported
     together; then the sources are selected, and (with ``fetch``) their folders resolved.
     """
-    from merginguriel_core.merge import MergePlan, check_output
+    from merginguriel_core.merge import MergePlan, check_output, merge_inputs
 
     output = Path(output) if output is not None else None
     registry = _registry_for(registry, strategy, getattr(selection, "weighting", None),
@@ -273,7 +273,7 @@ def plan_merge(
         output_format=output_format, adapter_rank=adapter_rank,
     )
     if output is not None:
-        check_output(output, overwrite, [s.path for s in picked] + ([plan.base] if plan.base is not None else []))
+        check_output(output, overwrite, merge_inputs(picked, plan.base))
     return fetch_models(plan, {locale: ref.location for locale, ref in refs.items()}) if fetch else plan
 
 
@@ -353,7 +353,7 @@ def _merge_sources(selection: SelectionOptions | Selection | None, sources: Iter
 def fetch_models(plan: "MergePlan", locations: Mapping[str, str] | None = None) -> "MergePlan":
     """``plan`` with every source and the base model as a local folder (hub ids fetched,
     safetensors only), each checked to exist; the output is checked against them again."""
-    from merginguriel_core.merge import check_output
+    from merginguriel_core.merge import check_output, merge_inputs
     from merginguriel_core.models import resolve_location
 
     locations = locations or {}
@@ -372,7 +372,7 @@ def fetch_models(plan: "MergePlan", locations: Mapping[str, str] | None = None) 
         if str(base) != str(plan.base):
             details["base_model_origin"] = str(plan.base)
     if plan.output is not None:
-        check_output(plan.output, plan.overwrite, [s.path for s in fetched] + ([base] if base is not None else []))
+        check_output(plan.output, plan.overwrite, merge_inputs(fetched, base))
     return replace(plan, sources=tuple(fetched), base=base, details=details)
 
 

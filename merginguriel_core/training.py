@@ -93,9 +93,9 @@ class AdapterTraining:
                               f"e.g. query, key, value, dense")
         # Trained whole besides the adapter: the head (peft's SEQ_CLS task adds it) and every
         # module the base checkpoint lacks (so the adapter folder holds all it changed).
+        # A fresh module that is also a LoRA target (the pooler's `dense`) is saved whole too.
         fresh = [name for name in getattr(model, "merginguriel_new_modules", ())
-                 if name.rsplit(".", 1)[-1] not in self.targets
-                 and not {"classifier", "score"} & set(name.split("."))]  # the head: peft's own
+                 if not {"classifier", "score"} & set(name.split("."))]  # the head: peft's own
         config = peft.LoraConfig(task_type="SEQ_CLS", r=self.rank, lora_alpha=self.alpha,
                                  target_modules=list(self.targets), lora_dropout=0.0,
                                  modules_to_save=fresh or None)
@@ -189,7 +189,7 @@ def train_one(
 
     With ``adapter``, only a LoRA adapter and the head are trained, and the folder is a peft
     adapter folder (``adapter_config.json``, ``adapter_model.safetensors``) plus the
-    classifier's ``config.json`` (its labels) and tokenizer.
+    classifier's ``config.json`` (its labels); the tokenizer is the base's.
 
     ``output`` is locked from the start (a second run to it fails at once) and placed only
     when the model is saved; an existing folder is replaced only with ``overwrite``, and

@@ -60,11 +60,60 @@ def test_rslora_scales_by_the_square_root_of_the_rank(zoo_dir, tmp_path):
     ({"peft_type": "IA3"}, "peft_type 'IA3' is not supported; only LORA adapters are"),
     ({"use_dora": True}, "use_dora adapters are not supported"),
     ({"r": 0}, "r must be a whole number >= 1, not 0"),
+    ({"lora_bias": True}, "lora_bias adapters are not supported"),
 ])
 def test_unsupported_adapters_are_refused_in_one_line(zoo_dir, tmp_path, config, message):
     _adapter(tmp_path / "lora", zoo_dir / "base", **config)
     with pytest.raises(ModelError, match=message):
         AdapterSource(tmp_path / "lora", zoo_dir / "base")
+
+
+@pytest.mark.parametrize("key, message", [
+    ("roberta.embeddings.word_embeddings.lora_embedding_A", "LoRA on embeddings"),
+    (f"{QUERY}.lora_B.bias", "a LoRA bias \\(lora_bias\\)"),
+])
+def test_adapter_tensors_it_cannot_merge_are_refused(zoo_dir, tmp_path, key, message):
+    tensors = _adapter(tmp_path / "lora", zoo_dir / "base")
+    tensors[f"base_model.model.{key}"] = torch.zeros(2, 3)
+    save_file(tensors, str(tmp_path / "lora" / "adapter_model.safetensors"))
+    with pytest.raises(ModelError, match=f"{message} is not supported: base_model.model.{key}$"):
+        AdapterSource(tmp_path / "lora", zoo_dir / "base")
+
+
+def test_a_bf16_base_keeps_the_update_exact_for_the_merge(zoo_dir, tmp_path):
+    """The adapted rows are served in float32: rounding W + ΔW to bf16 would swamp ΔW."""
+    from transformers import AutoModelForSequenceClassification
+
+    base = tmp_path / "base16"
+    AutoModelForSequenceClassification.from_pretrained(zoo_dir / "base", dtype=torch.bfloat16).save_pretrained(base)
+    tensors = _adapter(tmp_path / "lora", base)
+    a, b = (tensors[f"base_model.model.{QUERY}.lora_{x}.weight"] for x in "AB")
+    with AdapterSource(tmp_path / "lora", base) as source, TensorSource(base) as plain:
+        merged = source.get(f"{QUERY}.weight")
+        assert merged.dtype == torch.float32
+        delta = merged - plain.get(f"{QUERY}.weight").float()
+    assert torch.allclose(delta, 2.0 * b @ a, atol=1e-5)
+
+
+def test_a_merge_never_writes_into_the_adapters_base(zoo_dir, tmp_path, registry):
+    """The base an adapter names is an input of the merge even when the strategy reads no base."""
+    import shutil
+
+    from merginguriel_core.errors import ConfigError
+    from merginguriel_core.merge import SourceModel
+    from merginguriel_core.plan import plan_merge
+
+    base = tmp_path / "base"
+    shutil.copytree(zoo_dir / "base", base)
+    before = sorted(p.name for p in base.iterdir())
+    _second(tmp_path / "de", base, 1)
+    _second(tmp_path / "nl", base, 2)
+    sources = [SourceModel("de-DE", tmp_path / "de", 0.5), SourceModel("nl-NL", tmp_path / "nl", 0.5)]
+    for output in (base, base / "inside"):
+        with pytest.raises(ConfigError, match=f"would overwrite, hold or sit inside the input {base}"):
+            plan_merge(output, sources=sources, registry=registry, progress=False, overwrite=True,
+                       output_format="adapter")
+    assert sorted(p.name for p in base.iterdir()) == before
 
 
 def test_the_whole_model_equals_peft_merge_and_unload(zoo_dir, tmp_path):
@@ -380,20 +429,10 @@ def test_ensembles_over_adapters_read_the_base_once_and_switch_adapters(runner, 
     assert frame.shape[0] == 3 and frame.notna().all().all()
 
 
-def test_an_adapter_on_an_encoder_only_base_keeps_the_modules_the_base_lacks(runner, zoo_dir, sib_dir, tmp_path):
-    """An encoder checkpoint without a pooler (multilingual-e5) gets a freshly initialised one
-    in the classifier: the adapter must save it (trained with the head), or every later load
-    draws another random pooler and the adapter scores at chance."""
-    pytest.importorskip("peft", reason="peft is not installed (pip install -e '.[adapters]')")
-    import numpy as np
+def _encoder_without_pooler(zoo_dir: Path, encoder: Path) -> Path:
+    """A tiny BERT (whose classifier reads the pooler) saved without its pooler, as multilingual-e5."""
     from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel
 
-    from conftest import run_cli
-    from merginguriel_core.plugins import get_registry
-    from merginguriel_core.statistics import load_classifier
-    from merginguriel_core.training import predict_logits
-
-    encoder = tmp_path / "encoder"  # a tiny BERT (whose classifier reads the pooler) saved without it
     vocab = AutoConfig.from_pretrained(zoo_dir / "base").vocab_size
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -402,6 +441,43 @@ def test_an_adapter_on_an_encoder_only_base_keeps_the_modules_the_base_lacks(run
     AutoTokenizer.from_pretrained(zoo_dir / "base").save_pretrained(encoder)
     with TensorSource(encoder) as plain:
         assert not [name for name in plain.keys() if "pooler" in name]
+    return encoder
+
+
+def test_a_fresh_module_that_is_also_a_lora_target_is_saved_whole(runner, zoo_dir, sib_dir, tmp_path):
+    """Targeting ``dense`` also matches the pooler the base lacks: it is still trained and saved
+    whole, so the adapter reads back over its base, the same model at every load."""
+    pytest.importorskip("peft", reason="peft is not installed (pip install -e '.[adapters]')")
+    from conftest import run_cli
+    from merginguriel_core.statistics import load_classifier
+
+    encoder = _encoder_without_pooler(zoo_dir, tmp_path / "encoder")
+    result = run_cli(runner, "train", "--base-model", encoder, "--data-dir", sib_dir, "--locale", "de-DE",
+                     "--output", tmp_path / "de", "--adapter", "lora", "--lora-rank", "2", "--lora-targets",
+                     "query,value,dense", "--epochs", "1", "--max-length", "16", "--no-progress")
+    assert result.exit_code == 0, result.output
+    with TensorSource(tmp_path / "de") as adapter:
+        saved = [name for name in adapter.keys() if "pooler.dense" in name]
+    assert sorted(saved) == ["base_model.model.bert.pooler.dense.bias", "base_model.model.bert.pooler.dense.weight"]
+    with AdapterSource(tmp_path / "de", encoder) as source:
+        assert "bert.pooler.dense.weight" in source.whole
+    first, second = (load_classifier(tmp_path / "de", torch.device("cpu"))[0].state_dict() for _ in range(2))
+    assert torch.equal(first["bert.pooler.dense.weight"], second["bert.pooler.dense.weight"])
+
+
+def test_an_adapter_on_an_encoder_only_base_keeps_the_modules_the_base_lacks(runner, zoo_dir, sib_dir, tmp_path):
+    """An encoder checkpoint without a pooler (multilingual-e5) gets a freshly initialised one
+    in the classifier: the adapter must save it (trained with the head), or every later load
+    draws another random pooler and the adapter scores at chance."""
+    pytest.importorskip("peft", reason="peft is not installed (pip install -e '.[adapters]')")
+    import numpy as np
+
+    from conftest import run_cli
+    from merginguriel_core.plugins import get_registry
+    from merginguriel_core.statistics import load_classifier
+    from merginguriel_core.training import predict_logits
+
+    encoder = _encoder_without_pooler(zoo_dir, tmp_path / "encoder")
     for locale in ("de-DE", "nl-NL"):
         result = run_cli(runner, "train", "--base-model", encoder, "--data-dir", sib_dir, "--locale", locale,
                          "--output", tmp_path / locale[:2], "--adapter", "lora", "--lora-rank", "2", "--epochs", "3",
