@@ -156,8 +156,9 @@ def adapter_classifier(model_dir: Path, device: torch.device, loaded: Any = None
         loaded.set_adapter(name)
         if previous != name:
             loaded.delete_adapter(previous)
-        loaded.merginguriel_tokenizer = (loaded.merginguriel_tokenizer if tokenizer_source == base
-                                         else load_pretrained(AutoTokenizer, tokenizer_source))
+        if loaded.merginguriel_tokenizer_source != tokenizer_source:  # the base's, or an adapter's own
+            loaded.merginguriel_tokenizer = load_pretrained(AutoTokenizer, tokenizer_source)
+            loaded.merginguriel_tokenizer_source = tokenizer_source
         return loaded, loaded.merginguriel_tokenizer
     model = load_pretrained(AutoModelForSequenceClassification, base, config=config, use_safetensors=True,
                             ignore_mismatched_sizes=True)
@@ -167,6 +168,7 @@ def adapter_classifier(model_dir: Path, device: torch.device, loaded: Any = None
         raise ModelError(f"cannot load adapter {folder}: {first_line(exc)}") from None
     model.merginguriel_base = base
     model.merginguriel_tokenizer = load_pretrained(AutoTokenizer, tokenizer_source)
+    model.merginguriel_tokenizer_source = tokenizer_source
     return model, model.merginguriel_tokenizer
 
 

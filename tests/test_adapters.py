@@ -246,6 +246,24 @@ def _peft_adapters(base: Path, folder: Path, names=("de", "nl"), rank: int = 2) 
     return folders
 
 
+def test_switching_adapters_takes_each_ones_tokenizer(zoo_dir, tmp_path):
+    """An adapter with its own tokenizer, then one without: the second gets the base's."""
+    import shutil
+
+    from merginguriel_core.statistics import adapter_classifier
+
+    base = zoo_dir / "base"
+    own, plain = _peft_adapters(base, tmp_path / "adapters")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(base / name, own / name)
+    model, tokenizer = adapter_classifier(own, torch.device("cpu"))
+    assert Path(tokenizer.name_or_path) == own
+    switched, tokenizer = adapter_classifier(plain, torch.device("cpu"), loaded=model)
+    assert switched is model and Path(tokenizer.name_or_path).resolve() == base.resolve()
+    again, tokenizer = adapter_classifier(own, torch.device("cpu"), loaded=model)
+    assert again is model and Path(tokenizer.name_or_path) == own
+
+
 def _peft_combination(base: Path, folders: list[Path], weights: list[float], combination: str, **options):
     """The whole model of peft's add_weighted_adapter over ``folders`` (merge_and_unload)."""
     from peft import PeftModel
