@@ -338,21 +338,26 @@ def adapter_line(facts: dict[str, Any]) -> str:
             f"{100 * facts['energy_kept_min']:.1f}%).")
 
 
+def _named_on_disk(folder: str | Path, named: str) -> Path | None:
+    """Where the base ``named`` in adapter ``folder`` is on disk: the path as given when it
+    exists, else that path from the adapter's folder when it is a folder there; else ``None``."""
+    if Path(named).exists():
+        return Path(named)
+    beside = Path(folder) / named
+    return beside if beside.is_dir() else None
+
+
 def local_adapter_base(folder: str | Path) -> Path | None:
-    """The base model folder an adapter names, if it is on disk (no fetching): as given, else
-    from the adapter's folder; ``None`` for a hub id or a folder that is not an adapter."""
+    """The base model folder an adapter names, if it is on disk (no fetching); ``None`` for a
+    hub id or a folder that is not a readable adapter."""
     if not is_adapter(folder):
         return None
     try:
         named = LoraConfig.read(folder).base_model
     except (ModelError, ConfigError):
         return None
-    if not named:
-        return None
-    for candidate in (Path(named), Path(folder) / named):
-        if candidate.is_dir():
-            return candidate
-    return None
+    found = _named_on_disk(folder, named) if named else None
+    return found if found is not None and found.is_dir() else None
 
 
 def adapter_base(folder: str | Path) -> Path:
@@ -363,11 +368,9 @@ def adapter_base(folder: str | Path) -> Path:
     config = LoraConfig.read(folder)
     if not config.base_model:
         raise ModelError(f"adapter {folder} names no base model (base_model_name_or_path in {ADAPTER_CONFIG})")
-    beside = Path(folder) / config.base_model
-    if not Path(config.base_model).exists() and beside.is_dir():
-        return beside
+    found = _named_on_disk(folder, config.base_model)
     try:
-        return resolve_location(config.base_model)
+        return resolve_location(str(found) if found is not None else config.base_model)
     except ModelError as error:
         raise ModelError(f"adapter {folder} names base model {config.base_model}, which cannot be found: "
                          f"{error}") from None
